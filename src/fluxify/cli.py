@@ -1,0 +1,424 @@
+"""Command-line parsing and entry points: ``fluxify-server``, ``fluxify-client``, ``fluxify-bench``.
+
+Flags are seed-compatible (SPEC §6): Go-style single-dash long flags (``-port 8000``,
+``-port=8000``), each also spelled with two dashes. A bad or unknown flag gets one line on stderr
+that names it, and exit status 2. Nothing here knows how the runners work.
+"""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import NoReturn
+
+from fluxify.client.config import DEFAULT_CONNECTIONS as CLIENT_DEFAULT_CONNECTIONS
+from fluxify.client.config import DEFAULT_CONTROL_PORT as CLIENT_DEFAULT_CONTROL_PORT
+from fluxify.client.config import ClientConfig, Mode, ServerAddress
+from fluxify.errors import FluxifyError
+from fluxify.server.config import (
+    DEFAULT_CONTROL_PORT,
+    DEFAULT_HOSTS,
+    DEFAULT_UDP_PORT,
+    ServerConfig,
+)
+
+USAGE_ERROR = 2
+RUNTIME_ERROR = 1
+IFNAMSIZ = 16  # kernel limit, including the terminating NUL
+
+
+class FlagParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line naming the flag, exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE_ERROR, f"{self.prog}: {_one_line(message)}\n")
+
+
+def _one_line(message: str) -> str:
+    if message.startswith("unrecognized arguments: "):
+        first = message.removeprefix("unrecognized arguments: ").split()[0]
+        if first.startswith("-"):
+            return f"unknown flag {first} (run with -h to list the flags)"
+        return f"unexpected argument {first!r}: every setting is a flag (run with -h)"
+    if message.startswith("argument "):
+        names, _, reason = message.removeprefix("argument ").partition(": ")
+        flag = names.split("/")[0]
+        if reason == "expected one argument":
+            reason = "expects a value"
+        return f"{flag}: {reason}"
+    return message
+
+
+def _add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
+    parser.add_argument(f"-{name}", f"--{name}", **kwargs)  # type: ignore[arg-type]
+
+
+# -- value parsers: each raises ArgumentTypeError with what was expected ----------------------
+
+
+def port_value(text: str) -> int:
+    try:
+        port = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number in 1..65535, got {text!r}"
+        ) from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {port}")
+    return port
+
+
+def int_value(text: str) -> int:
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def csv_items(text: str) -> tuple[str, ...]:
+    """Comma-separated items, trimmed, empties dropped, duplicates removed (order kept)."""
+    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+
+
+def interface_list(text: str) -> tuple[str, ...]:
+    names = csv_items(text)
+    for name in names:
+        if len(name) >= IFNAMSIZ or any(c in name for c in "/: \t") or name in {".", ".."}:
+            raise argparse.ArgumentTypeError(
+                f"{name!r} is not a valid interface name (at most {IFNAMSIZ - 1} characters, "
+                "no '/', ':' or spaces)"
+            )
+    return names
+
+
+def address_list(text: str) -> tuple[IPv4Address | IPv6Address, ...]:
+    addresses = []
+    for item in csv_items(text):
+        try:
+            addresses.append(ip_address(item))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated IP addresses, {item!r} is not one"
+            ) from None
+    return tuple(addresses)
+
+
+def host_list(text: str) -> tuple[str, ...]:
+    hosts = csv_items(text)
+    for host in hosts:
+        if any(c.isspace() for c in host):
+            raise argparse.ArgumentTypeError(f"host {host!r} contains spaces")
+    return hosts or DEFAULT_HOSTS  # the original falls back to the default on an empty list
+
+
+def parse_server_address(text: str, default_port: int) -> ServerAddress:
+    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 literal."""
+    text = text.strip()
+    host, port_text = text, ""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise argparse.ArgumentTypeError(f"expected [ipv6]:port, got {text!r}")
+        port_text = rest[1:]
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    if not host:
+        raise argparse.ArgumentTypeError(f"expected host[:port], got {text!r}")
+    port = port_value(port_text) if port_text else default_port
+    return ServerAddress(host=host, port=port)
+
+
+# -- fluxify-server ---------------------------------------------------------------------------
+
+
+def server_parser() -> FlagParser:
+    parser = FlagParser(
+        prog="fluxify-server",
+        description="Fluxify bonding server: mTLS control plane, UDP data plane, TUN and NAT.",
+        allow_abbrev=False,
+    )
+    _add_flag(
+        parser,
+        "port",
+        type=port_value,
+        default=DEFAULT_UDP_PORT,
+        metavar="N",
+        help=f"UDP data port (default {DEFAULT_UDP_PORT})",
+    )
+    _add_flag(
+        parser,
+        "ctrl",
+        type=port_value,
+        default=DEFAULT_CONTROL_PORT,
+        metavar="N",
+        help=f"TLS control port (default {DEFAULT_CONTROL_PORT})",
+    )
+    _add_flag(
+        parser,
+        "iface",
+        default="",
+        metavar="NAME",
+        type=_single_interface,
+        help="TUN device name (default: the kernel picks tunN)",
+    )
+    _add_flag(
+        parser,
+        "pki",
+        type=Path,
+        default=Path("pki"),
+        metavar="DIR",
+        help="PKI directory (default ./pki)",
+    )
+    _add_flag(
+        parser,
+        "regen",
+        action="store_true",
+        help="regenerate the CA and the server certificate (invalidates client certs)",
+    )
+    _add_flag(
+        parser,
+        "hosts",
+        type=host_list,
+        default=DEFAULT_HOSTS,
+        metavar="LIST",
+        help="comma-separated names/IPs for the server certificate "
+        f"(default {','.join(DEFAULT_HOSTS)})",
+    )
+    _add_flag(parser, "tui", action="store_true", help="run the certificate manager TUI")
+    _add_flag(
+        parser,
+        "new-client",
+        metavar="NAME",
+        dest="new_client",
+        help="issue (or reissue) a client certificate and bundle, print the paths, exit",
+    )
+    _add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
+    return parser
+
+
+def _single_interface(text: str) -> str:
+    names = interface_list(text)
+    if len(names) > 1:
+        raise argparse.ArgumentTypeError(f"expected one interface name, got {text!r}")
+    return names[0] if names else ""
+
+
+def parse_server_args(argv: Sequence[str]) -> ServerConfig:
+    ns = server_parser().parse_args(argv)
+    return ServerConfig(
+        udp_port=ns.port,
+        control_port=ns.ctrl,
+        tun_name=ns.iface,
+        pki_dir=ns.pki,
+        regenerate=ns.regen,
+        hosts=ns.hosts,
+        tui=ns.tui,
+        new_client=ns.new_client,
+        verbose=ns.verbose,
+    )
+
+
+def server_main(argv: Sequence[str] | None = None) -> int:
+    config = parse_server_args(sys.argv[1:] if argv is None else argv)
+    return _run("fluxify-server", lambda: _dispatch_server(config))
+
+
+def _dispatch_server(config: ServerConfig) -> int:
+    raise _not_yet("the server (control plane, data plane and TUI)")
+
+
+# -- fluxify-client ---------------------------------------------------------------------------
+
+
+def client_parser() -> FlagParser:
+    parser = FlagParser(
+        prog="fluxify-client",
+        description="Fluxify client: bond (-b) or load-balance (-l) several uplinks; "
+        "no mode flag opens the TUI.",
+        allow_abbrev=False,
+    )
+    _add_flag(
+        parser,
+        "server",
+        metavar="HOST[:PORT]",
+        help="control endpoint of the server (port defaults to -ctrl)",
+    )
+    _add_flag(
+        parser,
+        "ifaces",
+        type=interface_list,
+        default=(),
+        metavar="A,B",
+        help="comma-separated uplink interfaces",
+    )
+    _add_flag(
+        parser,
+        "ips",
+        type=address_list,
+        default=(),
+        metavar="IP,IP",
+        help="source IPs, paired with -ifaces by position",
+    )
+    _add_flag(
+        parser,
+        "conns",
+        type=int_value,
+        default=CLIENT_DEFAULT_CONNECTIONS,
+        metavar="N",
+        help="number of UDP sockets; <= 0 means one per interface (default 2)",
+    )
+    _add_flag(
+        parser,
+        "pki",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="client PKI directory (default ~/.fluxify)",
+    )
+    _add_flag(
+        parser,
+        "client",
+        default="",
+        metavar="NAME",
+        help="client name; selects <pki>/<NAME>.pem (default: the only bundle there)",
+    )
+    _add_flag(
+        parser,
+        "ctrl",
+        type=port_value,
+        default=CLIENT_DEFAULT_CONTROL_PORT,
+        metavar="N",
+        help="control port when -server has none (default 8443)",
+    )
+    _add_flag(parser, "b", action="store_true", dest="bonding", help="bonding mode, headless")
+    _add_flag(
+        parser,
+        "l",
+        action="store_true",
+        dest="load_balance",
+        help="load-balance mode, headless (wins over -b)",
+    )
+    _add_flag(
+        parser,
+        "policy-routing",
+        action="store_true",
+        dest="policy_routing",
+        help="accepted for seed compatibility; policy routing is always applied",
+    )
+    _add_flag(
+        parser,
+        "gws",
+        type=address_list,
+        default=(),
+        metavar="IP,IP",
+        help="gateways, paired with -ifaces by position (default: discovered)",
+    )
+    _add_flag(
+        parser, "tui-autostart", action="store_true", dest="tui_autostart", help=argparse.SUPPRESS
+    )
+    _add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
+    return parser
+
+
+def parse_client_args(argv: Sequence[str]) -> ClientConfig:
+    parser = client_parser()
+    ns = parser.parse_args(argv)
+    explicit = frozenset(key for key, value in vars(ns).items() if value != parser.get_default(key))
+    server = None
+    if ns.server is not None:
+        try:
+            server = parse_server_address(ns.server, ns.ctrl)
+        except argparse.ArgumentTypeError as exc:
+            parser.error(f"argument -server: {exc}")
+    if ns.load_balance:
+        mode = Mode.LOAD_BALANCE
+    elif ns.bonding:
+        mode = Mode.BONDING
+    else:
+        mode = Mode.TUI
+    return ClientConfig(
+        mode=mode,
+        server=server,
+        ifaces=ns.ifaces,
+        source_ips=ns.ips,
+        connections=ns.conns,
+        pki_dir=ns.pki,
+        client_name=ns.client.strip(),
+        control_port=ns.ctrl,
+        policy_routing=ns.policy_routing,
+        gateways=ns.gws,
+        tui_autostart=ns.tui_autostart,
+        verbose=ns.verbose,
+        explicit=explicit,
+    )
+
+
+def client_main(argv: Sequence[str] | None = None) -> int:
+    config = parse_client_args(sys.argv[1:] if argv is None else argv)
+    return _run("fluxify-client", lambda: _dispatch_client(config))
+
+
+def _dispatch_client(config: ClientConfig) -> int:
+    raise _not_yet(f"the client in {config.mode.value} mode")
+
+
+# -- fluxify-bench ----------------------------------------------------------------------------
+
+
+def bench_parser() -> FlagParser:
+    parser = FlagParser(prog="fluxify-bench", description="Fluxify benchmarks.")
+    sub = parser.add_subparsers(dest="suite", required=True, parser_class=FlagParser)
+    codec = sub.add_parser("codec", help="seal/open cost per packet of the protocol core")
+    codec.add_argument(
+        "--packets",
+        type=int_value,
+        default=20_000,
+        metavar="N",
+        help="packets per measurement (default 20000)",
+    )
+    codec.add_argument(
+        "--size",
+        type=int_value,
+        default=1400,
+        metavar="BYTES",
+        help="IP packet size (default 1400)",
+    )
+    codec.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/bench-codec"),
+        metavar="PREFIX",
+        help="write PREFIX.json and PREFIX.png (default out/bench-codec)",
+    )
+    return parser
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    ns = bench_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from fluxify.lab.codec_bench import run_codec_bench  # noqa: PLC0415 - heavy, only here
+
+    return _run(
+        "fluxify-bench", lambda: run_codec_bench(packets=ns.packets, size=ns.size, out=ns.out)
+    )
+
+
+# -- shared -----------------------------------------------------------------------------------
+
+
+class _NotYetError(FluxifyError):
+    pass
+
+
+def _not_yet(what: str) -> _NotYetError:
+    return _NotYetError(f"{what} is not implemented yet in this version of Fluxify")
+
+
+def _run(prog: str, body: Callable[[], int]) -> int:
+    try:
+        return body()
+    except FluxifyError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return RUNTIME_ERROR
+    except KeyboardInterrupt:
+        return 130

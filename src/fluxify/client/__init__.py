@@ -1,0 +1,1 @@
+"""Client composition: control client, bonding and load-balance runners, settings."""

@@ -1,0 +1,1 @@
+"""The network-namespace test bed and the benchmark drivers."""

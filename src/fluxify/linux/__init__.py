@@ -1,0 +1,1 @@
+"""The host edge: TUN device, netlink state, nftables, sysctls. Every change has its undo."""

@@ -1,0 +1,1 @@
+"""Server composition: control server, session table and address pool, data plane, NAT."""

@@ -1,0 +1,24 @@
+"""The server's settings, as parsed from its command line (SPEC §6)."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_UDP_PORT = 8000
+DEFAULT_CONTROL_PORT = 8443
+DEFAULT_HOSTS = ("127.0.0.1", "localhost")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything ``fluxify-server`` was asked to do. ``tun_name`` "" lets the kernel pick."""
+
+    udp_port: int = DEFAULT_UDP_PORT
+    control_port: int = DEFAULT_CONTROL_PORT
+    tun_name: str = ""
+    pki_dir: Path = Path("pki")
+    regenerate: bool = False
+    hosts: tuple[str, ...] = DEFAULT_HOSTS
+    tui: bool = False
+    new_client: str | None = None
+    verbose: bool = False
+    extra: dict[str, str] = field(default_factory=dict)

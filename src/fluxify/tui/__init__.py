@@ -1,0 +1,1 @@
+"""Textual apps: thin views over the server and client state."""
