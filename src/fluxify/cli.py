@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from fluxify.client.config import DEFAULT_CONNECTIONS as CLIENT_DEFAULT_CONNECTIONS
 from fluxify.client.config import DEFAULT_CONTROL_PORT as CLIENT_DEFAULT_CONTROL_PORT
@@ -33,6 +33,11 @@ class FlagParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR, f"{self.prog}: {_one_line(message)}\n")
+
+    def _get_option_tuples(self, option_string: str) -> list[Any]:
+        # Python 3.11 still expands single-dash prefixes ("-serv" -> "-server") even with
+        # allow_abbrev=False; Go's flag package never abbreviates, so neither do we.
+        return []
 
 
 def _one_line(message: str) -> str:

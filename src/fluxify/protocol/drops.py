@@ -1,0 +1,49 @@
+"""Why a datagram was dropped, and the counters the data plane keeps per reason.
+
+Bad input on the UDP data plane is never raised and never logged per packet: it is counted here,
+and logs and metrics read snapshots of the counters.
+"""
+
+from enum import IntEnum
+
+
+class DropReason(IntEnum):
+    TOO_SHORT = 0  # shorter than header + nonce + tag (50 bytes)
+    LENGTH_MISMATCH = 1  # header length != bytes after the header
+    BAD_VERSION = 2  # version byte is not 1
+    UNKNOWN_SESSION = 3  # no session with this id
+    BAD_TAG = 4  # AES-GCM authentication failed
+    REPLAY = 5  # seq already seen or older than the replay window
+    EMPTY_IP = 6  # IP packet with an empty payload (it crashed the Go server)
+    NOT_IP = 7  # payload is not an IPv4/IPv6 packet
+    BAD_GZIP = 8  # gzip stream corrupt or truncated, or unknown compression flag
+    INFLATE_LIMIT = 9  # gzip would inflate beyond 1500 bytes (a gzip bomb)
+    UNKNOWN_TYPE = 10  # authenticated, but a packet type we do not handle
+    SPOOFED_SOURCE = 11  # inner source address is not the session's own
+    NO_PATH = 12  # nothing alive to send on
+    QUEUE_FULL = 13  # a queue towards the TUN or a socket was full
+
+
+class DropCounters:
+    """One integer per :class:`DropReason`, incremented in place on the hot path.
+
+    The zero state counts nothing. Not thread-safe; each event loop owns its counters.
+    """
+
+    __slots__ = ("counts",)
+
+    def __init__(self) -> None:
+        self.counts = [0] * len(DropReason)
+
+    def add(self, reason: DropReason) -> None:
+        self.counts[reason] += 1
+
+    def __getitem__(self, reason: DropReason) -> int:
+        return self.counts[reason]
+
+    def total(self) -> int:
+        return sum(self.counts)
+
+    def snapshot(self) -> dict[str, int]:
+        """Non-zero counts by lower-case reason name, for logs, stats and metrics."""
+        return {r.name.lower(): self.counts[r] for r in DropReason if self.counts[r]}

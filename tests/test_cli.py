@@ -1,0 +1,112 @@
+"""Command lines (SPEC §6): every seed flag parses; every bad one gets one line and exit 2."""
+
+import subprocess
+import sys
+from ipaddress import ip_address
+from pathlib import Path
+
+import pytest
+
+from fluxify.cli import client_main, parse_client_args, parse_server_args, server_main
+from fluxify.client.config import Mode, ServerAddress
+
+SERVER_FLAGS = ["-port", "-ctrl", "-iface", "-pki", "-regen", "-hosts", "-tui", "-new-client", "-v"]
+CLIENT_FLAGS = [
+    "-server", "-ifaces", "-ips", "-conns", "-pki", "-client", "-ctrl", "-b", "-l",
+    "-policy-routing", "-gws", "-v",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("script", "flags"), [("fluxify-server", SERVER_FLAGS), ("fluxify-client", CLIENT_FLAGS)]
+)
+def test_help_lists_every_seed_flag(script: str, flags: list[str]) -> None:
+    result = subprocess.run(
+        [Path(sys.executable).parent / script, "-h"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0
+    for flag in flags:
+        assert f"{flag}," in result.stdout or f"{flag} " in result.stdout, flag
+
+
+def test_server_defaults_and_seed_spellings() -> None:
+    config = parse_server_args([])
+    assert (config.udp_port, config.control_port, config.pki_dir) == (8000, 8443, Path("pki"))
+    assert config.hosts == ("127.0.0.1", "localhost")
+    config = parse_server_args(
+        [
+            "-port=9000",
+            "--ctrl",
+            "9443",
+            "-iface",
+            "flx0",
+            "-hosts",
+            " a.example, 10.0.0.1,,",
+            "-regen",
+        ]
+    )
+    assert (config.udp_port, config.control_port, config.tun_name) == (9000, 9443, "flx0")
+    assert config.hosts == ("a.example", "10.0.0.1") and config.regenerate
+
+
+def test_client_flags_parse_into_the_config() -> None:
+    config = parse_client_args(
+        ["-b", "-server", "vpn.example", "-ifaces", "eth0,wlan0,eth0",
+         "-ips", "192.0.2.1,2001:db8::1", "-conns", "0", "-client", "alice", "-ctrl", "9443",
+         "-gws", "192.0.2.254"]
+    )  # fmt: skip
+    assert config.mode is Mode.BONDING
+    assert config.server == ServerAddress("vpn.example", 9443)  # -ctrl fills the missing port
+    assert config.ifaces == ("eth0", "wlan0")
+    assert config.source_ips == (ip_address("192.0.2.1"), ip_address("2001:db8::1"))
+    assert (config.connections, config.client_name) == (0, "alice")
+    assert {"bonding", "server", "ifaces", "client", "ctrl"} <= config.explicit
+    assert "pki" not in config.explicit
+
+
+def test_load_balance_wins_over_bonding_and_no_mode_means_tui() -> None:
+    assert parse_client_args(["-b", "-l"]).mode is Mode.LOAD_BALANCE
+    assert parse_client_args([]).mode is Mode.TUI
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10.0.0.1:9000", ServerAddress("10.0.0.1", 9000)),
+        ("host", ServerAddress("host", 8443)),
+        ("[2001:db8::1]:9000", ServerAddress("2001:db8::1", 9000)),
+        ("[2001:db8::1]", ServerAddress("2001:db8::1", 8443)),
+        ("2001:db8::1", ServerAddress("2001:db8::1", 8443)),  # the original refused this
+    ],
+)
+def test_server_address_forms(text: str, expected: ServerAddress) -> None:
+    assert parse_client_args(["-server", text]).server == expected
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "flag"),
+    [
+        (server_main, ["-port", "abc"], "-port"),
+        (server_main, ["-port", "70000"], "-port"),
+        (server_main, ["-ctrl"], "-ctrl"),
+        (server_main, ["-iface", "a/b"], "-iface"),
+        (server_main, ["-bogus"], "-bogus"),
+        (server_main, ["stray"], "stray"),
+        (client_main, ["-ifaces", "eth0,this-name-is-too-long"], "-ifaces"),
+        (client_main, ["-ips", "1.2.3.4,nope"], "-ips"),
+        (client_main, ["-gws", "300.1.1.1"], "-gws"),
+        (client_main, ["-conns", "two"], "-conns"),
+        (client_main, ["-server", "host:notaport"], "-server"),
+        (client_main, ["-server", "[2001:db8::1"], "-server"),
+        (client_main, ["-serv", "x"], "-serv"),  # no prefix abbreviations
+    ],
+)
+def test_bad_flags_get_one_line_naming_the_flag_and_exit_2(
+    main: object, argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)  # type: ignore[operator]
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert flag in err
