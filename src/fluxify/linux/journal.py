@@ -1,0 +1,287 @@
+"""The change journal: every host change is persisted with its exact inverse before it is applied.
+
+``undo()`` replays the inverses newest first; ``repair()`` undoes what a crashed run left behind.
+"""
+
+import fcntl
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fluxify.errors import HostError
+from fluxify.linux import nftables, sysctl
+from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError, Route, Rule
+from fluxify.linux.netns import NETNS_DIR
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STATE_DIR = Path("/run/fluxify")
+JOURNAL_VERSION = 1
+Record = dict[str, Any]
+
+
+class Journal:
+    """The journal of one owner (``client``, ``server``, ...) in one network namespace.
+
+    Inverses are plain JSON records (``{"kind": "route", "action": "delete", ...}``), so a new
+    process can replay them. The file ``<state_dir>/<owner>.json`` exists while changes are
+    outstanding; ``<owner>.lock`` is held (flock) while this object is open, so a second live
+    process of the same owner is refused instead of undoing the first one's changes. Used as a
+    context manager, leaving the block undoes every change, whatever the exit path.
+    Not thread-safe; one journal per process and owner.
+    """
+
+    def __init__(
+        self, owner: str, *, netns: str | None = None, state_dir: Path = DEFAULT_STATE_DIR
+    ) -> None:
+        if not owner.isidentifier():
+            raise HostError(f"Journal owner {owner!r} must be a plain word such as 'client'.")
+        self.owner = owner
+        self.netns = netns
+        self.path = state_dir / f"{owner}.json"
+        self._inverses: list[Record] = []
+        self._netlink: Netlink | None = None
+        self._lock_fd = _lock(state_dir, owner)
+
+    @property
+    def netlink(self) -> Netlink:
+        """Netlink access to this journal's namespace, opened on first use."""
+        if self._netlink is None:
+            self._netlink = Netlink(self.netns)
+        return self._netlink
+
+    @property
+    def pending(self) -> list[Record]:
+        """The inverses not yet replayed, oldest first (a copy)."""
+        return list(self._inverses)
+
+    # changes -------------------------------------------------------------------------------
+
+    def set_link(self, ifname: str, *, up: bool | None = None, mtu: int | None = None) -> None:
+        before = self.netlink.link(ifname)
+        inverse = {"kind": "link", "ifname": ifname, "up": before.up, "mtu": before.mtu}
+        self._change(inverse, lambda: self.netlink.set_link(ifname, up=up, mtu=mtu))
+
+    def add_address(self, ifname: str, address: str, *, nodad: bool = False) -> None:
+        inverse = {"kind": "address", "action": "delete", "ifname": ifname, "address": address}
+        self._change(inverse, lambda: self.netlink.add_address(ifname, address, nodad=nodad))
+
+    def add_route(self, route: Route) -> None:
+        inverse = {"kind": "route", "action": "delete", "route": route.to_record()}
+        self._change(inverse, lambda: self.netlink.add_route(route))
+
+    def replace_route(self, route: Route) -> None:
+        """Replace (or add) ``route``; undo puts back exactly the route(s) it displaced."""
+        previous = [old.to_record() for old in self.netlink.replaced_by(route)]
+        inverse: Record = {"kind": "route", "action": "restore", "route": route.to_record()}
+        inverse["previous"] = previous
+        self._change(inverse, lambda: self.netlink.replace_route(route))
+
+    def delete_route(self, route: Route) -> None:
+        """Delete ``route`` (give it as listed by ``Netlink.routes`` so undo re-adds it exactly)."""
+        inverse = {"kind": "route", "action": "add", "route": route.to_record()}
+        self._change(inverse, lambda: self.netlink.delete_route(route))
+
+    def add_rule(self, rule: Rule) -> None:
+        inverse = {"kind": "rule", "action": "delete", "rule": rule.to_record()}
+        self._change(inverse, lambda: self.netlink.add_rule(rule))
+
+    def set_sysctl(self, name: str, value: str) -> None:
+        before = sysctl.read_sysctl(name, self.netns)
+        inverse = {"kind": "sysctl", "name": name, "value": before}
+        self._change(inverse, lambda: sysctl.write_sysctl(name, value, self.netns))
+
+    def apply_nftables(self, ruleset: nftables.Ruleset) -> None:
+        """Replace our nftables table with ``ruleset``; undo restores the table as it was."""
+        script = nftables.render(ruleset)
+        before = nftables.dump_table(ruleset.table, self.netns)
+        inverse = {"kind": "nftables", "table": ruleset.table, "restore": before}
+        self._change(inverse, lambda: nftables.apply(script, self.netns))
+
+    def _change(self, inverse: Record, apply: Callable[[], None]) -> None:
+        # Persist first: a crash right after the kernel applied the change still leaves the
+        # inverse on disk. If applying fails, nothing changed, so the inverse must go (undoing
+        # a failed "add" of an existing route would delete a route that is not ours).
+        self._inverses.append(inverse)
+        self._save()
+        try:
+            apply()
+        except BaseException:
+            self._inverses.pop()
+            self._save()
+            raise
+
+    # undo ----------------------------------------------------------------------------------
+
+    def undo(self) -> None:
+        """Replay every inverse, newest first; "already gone" counts as done.
+
+        Every inverse is tried even when one fails; then ``HostError`` lists the failures.
+        """
+        failures = _replay(self._inverses, self.netns, self._netlink)
+        self._inverses.clear()
+        self._save()
+        if failures:
+            raise HostError("Could not restore everything: " + "; ".join(failures))
+
+    def repair(self) -> int:
+        """Undo the journal a previous, crashed run of this owner left; return its length."""
+        if self._inverses:
+            raise HostError("repair() belongs before the first change, not after.")
+        try:
+            saved = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return 0
+        except (OSError, ValueError) as exc:
+            raise HostError(f"The journal {self.path} is unreadable ({exc}); check it.") from exc
+        inverses: list[Record] = saved.get("inverses", [])
+        netns: str | None = saved.get("netns")
+        log.warning("repairing %d change(s) left by a previous %s run", len(inverses), self.owner)
+        if netns is not None and not (NETNS_DIR / netns).exists():
+            # Everything that run changed lived in a namespace that no longer exists.
+            failures: list[str] = []
+        elif netns == self.netns:
+            failures = _replay(inverses, netns, self.netlink)
+        else:
+            failures = _replay(inverses, netns, None)
+        self.path.unlink(missing_ok=True)
+        if failures:
+            raise HostError("Could not repair everything: " + "; ".join(failures))
+        return len(inverses)
+
+    def close(self) -> None:
+        """Release the lock and netlink; outstanding inverses stay on disk for ``repair``."""
+        if self._netlink is not None:
+            self._netlink.close()
+            self._netlink = None
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def __enter__(self) -> "Journal":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.undo()
+        finally:
+            self.close()
+
+    def _save(self) -> None:
+        if not self._inverses:
+            self.path.unlink(missing_ok=True)
+            return
+        body = {
+            "version": JOURNAL_VERSION,
+            "owner": self.owner,
+            "netns": self.netns,
+            "pid": os.getpid(),
+            "inverses": self._inverses,
+        }
+        _write_atomically(self.path, json.dumps(body, indent=1))
+
+
+def _replay(inverses: list[Record], netns: str | None, netlink: Netlink | None) -> list[str]:
+    """Apply ``inverses`` newest first; return one sentence per inverse that failed."""
+    own = netlink is None
+    failures: list[str] = []
+    try:
+        for record in reversed(inverses):
+            if netlink is None and record["kind"] in {"link", "address", "route", "rule"}:
+                netlink = Netlink(netns)
+            try:
+                _revert(record, netns, netlink)
+            except NotFoundError:
+                log.debug("already gone: %s", record)
+            except HostError as exc:
+                log.error("undo failed: %s", exc)
+                failures.append(str(exc))
+    finally:
+        if own and netlink is not None:
+            netlink.close()
+    return failures
+
+
+def _revert(record: Record, netns: str | None, netlink: Netlink | None) -> None:
+    kind = record["kind"]
+    if kind == "sysctl":
+        sysctl.write_sysctl(record["name"], record["value"], netns)
+    elif kind == "nftables":
+        table = record["table"]
+        if record["restore"] is None:
+            nftables.delete_table(table, netns)
+        else:
+            # One transaction: declare, delete, then recreate the table as it was.
+            reset = f"table inet {table} {{}}\ndelete table inet {table}\n"
+            nftables.apply(reset + record["restore"], netns)
+    elif netlink is None:
+        raise HostError(f"Undo record of unknown kind {kind!r}.")
+    elif kind == "link":
+        netlink.set_link(record["ifname"], up=record["up"], mtu=record["mtu"])
+    elif kind == "address":
+        netlink.delete_address(record["ifname"], record["address"])
+    elif kind == "rule":
+        netlink.delete_rule(Rule.from_record(record["rule"]))
+    elif kind == "route":
+        _revert_route(record, netlink)
+    else:
+        raise HostError(f"Undo record of unknown kind {kind!r}.")
+
+
+def _revert_route(record: Record, netlink: Netlink) -> None:
+    route = Route.from_record(record["route"])
+    action = record["action"]
+    if action == "delete":
+        netlink.delete_route(route)
+    elif action == "add":
+        _add_unless_present(netlink, route)
+    elif action == "restore":
+        previous = [Route.from_record(old) for old in record["previous"]]
+        if not previous:
+            netlink.delete_route(route)
+            return
+        # Replacing with the old route works whether or not the new one made it in (crash).
+        netlink.replace_route(previous[0])
+        for old in previous[1:]:
+            _add_unless_present(netlink, old)
+    else:
+        raise HostError(f"Undo record with unknown route action {action!r}.")
+
+
+def _add_unless_present(netlink: Netlink, route: Route) -> None:
+    try:
+        netlink.add_route(route)
+    except ExistsError:
+        log.debug("already present: %s", route)
+
+
+def _lock(state_dir: Path, owner: str) -> int:
+    try:
+        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(state_dir / f"{owner}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise HostError(f"Cannot use state directory {state_dir}: {exc.strerror}.") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise HostError(
+            f"Another fluxify {owner} is running (it holds {state_dir}/{owner}.lock); "
+            "stop it first."
+        ) from None
+    return fd
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_suffix(".tmp")
+    try:
+        with open(temporary, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise HostError(f"Cannot write the journal {path}: {exc.strerror}.") from exc

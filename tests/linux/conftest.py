@@ -1,0 +1,41 @@
+"""Throwaway network namespaces for host-edge tests (root only)."""
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+requires_root = pytest.mark.skipif(
+    os.geteuid() != 0, reason="needs root: creates network namespaces, TUN devices, nftables"
+)
+
+
+def ip(*args: str) -> str:
+    return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A fresh, empty network namespace with ``lo`` up; deleted afterwards whatever happens."""
+    name = f"fxt-{secrets.token_hex(3)}"
+    ip("netns", "add", name)
+    try:
+        ip("-n", name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def uplink_netns(netns: str) -> str:
+    """``netns`` plus a veth pair ``wan0``/``peer0`` holding addresses and default routes."""
+    ip("-n", netns, "link", "add", "wan0", "type", "veth", "peer", "name", "peer0")
+    ip("-n", netns, "link", "set", "wan0", "up")
+    ip("-n", netns, "link", "set", "peer0", "up")
+    ip("-n", netns, "addr", "add", "192.0.2.2/24", "dev", "wan0")
+    ip("-n", netns, "addr", "add", "2001:db8:5::2/64", "dev", "wan0", "nodad")
+    ip("-n", netns, "route", "add", "default", "via", "192.0.2.1", "dev", "wan0", "metric", "100")
+    ip("-n", netns, "-6", "route", "add", "default", "via", "2001:db8:5::1", "dev", "wan0")
+    return netns
