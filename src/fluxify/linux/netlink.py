@@ -47,8 +47,10 @@ class Nexthop:
 class Route:
     """A route. ``dst`` is a prefix ("0.0.0.0/0", "::/0", "198.18.0.1/32").
 
-    ``metric`` None means the kernel default (0 for IPv4, 1024 for IPv6). Interfaces are
-    named, not indexed, so a record stays meaningful in another process.
+    ``metric`` None means the kernel default (0 for IPv4, 1024 for IPv6); ``proto`` and
+    ``scope`` None mean "static"/kernel default when adding and "any" when deleting. Routes
+    listed by ``Netlink.routes`` have every field filled, so they delete and re-add exactly.
+    Interfaces are named, not indexed, so a record stays meaningful in another process.
     """
 
     dst: str
@@ -56,8 +58,8 @@ class Route:
     ifname: str | None = None
     table: int = MAIN_TABLE
     metric: int | None = None
-    proto: int = PROTO_STATIC
-    scope: int = 0
+    proto: int | None = None
+    scope: int | None = None
     type: int = 1  # RTN_UNICAST
     src: str | None = None
     nexthops: tuple[Nexthop, ...] = ()
@@ -238,6 +240,8 @@ class Netlink:
 
     def _route(self, command: str, route: Route) -> None:
         spec = self._route_spec(route)
+        if command != "del":
+            spec.setdefault("proto", PROTO_STATIC)
         self._run(f"{command} route {route.dst}", lambda i: i.route(command, **spec))
 
     def _route_spec(self, route: Route) -> dict[str, Any]:
@@ -245,10 +249,12 @@ class Netlink:
             "family": route.family,
             "dst": route.dst,
             "table": route.table,
-            "proto": route.proto,
-            "scope": route.scope,
             "type": route.type,
         }
+        if route.proto is not None:
+            spec["proto"] = route.proto
+        if route.scope is not None:
+            spec["scope"] = route.scope
         if route.metric is not None:
             spec["priority"] = route.metric
         if route.gateway is not None:

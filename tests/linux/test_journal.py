@@ -1,0 +1,127 @@
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fluxify.errors import HostError
+from fluxify.linux.journal import Journal
+from fluxify.linux.netlink import Route
+from tests.linux.conftest import ip, requires_root
+from tests.linux.journal_scenario import OWNER, apply_changes, snapshot
+
+pytestmark = [pytest.mark.root, requires_root]
+
+
+@pytest.fixture
+def client_netns(uplink_netns: str) -> str:
+    """An uplink namespace with one pre-existing route for the journal to delete."""
+    ip("-n", uplink_netns, "route", "add", "203.0.113.0/24", "via", "192.0.2.1", "dev", "wan0")
+    return uplink_netns
+
+
+def test_undo_restores_the_snapshot_exactly(client_netns: str, tmp_path: Path) -> None:
+    before = snapshot(client_netns)
+    with Journal(OWNER, netns=client_netns, state_dir=tmp_path) as journal:
+        tun = apply_changes(journal, client_netns)
+        during = snapshot(client_netns)
+        assert "default dev fxtun0 proto static metric 100" in during["routes4"]
+        assert "default dev fxtun0" in during["routes6"]
+        assert "203.0.113.0/24" not in during["routes4"]
+        assert "table inet fluxify" in during["nftables"]
+        assert during["forward4"].strip() == "1"
+        records = json.loads((tmp_path / "client.json").read_text())["inverses"]
+        assert len(records) == len(journal.pending) == 15
+        tun.close()  # as on a real stop: the TUN goes first, its routes with it
+    assert snapshot(client_netns) == before
+    assert not (tmp_path / "client.json").exists()
+
+
+def test_undo_with_the_tun_still_open(client_netns: str, tmp_path: Path) -> None:
+    before = snapshot(client_netns)
+    journal = Journal(OWNER, netns=client_netns, state_dir=tmp_path)
+    with apply_changes(journal, client_netns):
+        journal.undo()
+        journal.close()
+        after = snapshot(client_netns)
+    assert after["routes4"] == before["routes4"]
+    assert after["routes6"] == before["routes6"]
+    assert after["rules4"] == before["rules4"]
+
+
+def test_repair_after_sigkill_restores_the_snapshot(client_netns: str, tmp_path: Path) -> None:
+    before = snapshot(client_netns)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "tests.linux.journal_scenario", client_netns, str(tmp_path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(HostError, match="Another fluxify client is running"):
+            Journal(OWNER, netns=client_netns, state_dir=tmp_path)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    assert snapshot(client_netns) != before
+    with Journal(OWNER, netns=client_netns, state_dir=tmp_path) as journal:
+        assert journal.repair() == 15
+        assert journal.repair() == 0
+    assert snapshot(client_netns) == before
+
+
+def test_a_change_that_fails_is_not_journaled(uplink_netns: str, tmp_path: Path) -> None:
+    with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
+        existing = Route("0.0.0.0/0", gateway="192.0.2.1", ifname="wan0", metric=100)
+        with pytest.raises(HostError, match="exists"):
+            journal.add_route(existing)
+        assert journal.pending == []
+        assert not (tmp_path / "client.json").exists()
+    # Undo did not delete the pre-existing route the failed add collided with.
+    assert "default via 192.0.2.1 dev wan0" in ip("-n", uplink_netns, "route")
+
+
+def test_undo_tolerates_changes_already_gone(uplink_netns: str, tmp_path: Path) -> None:
+    with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
+        journal.add_route(Route("198.18.0.9/32", gateway="192.0.2.1", ifname="wan0"))
+        journal.add_address("wan0", "10.77.0.1/24")
+        journal.set_sysctl("net.ipv4.conf.peer0.rp_filter", "2")
+        ip("-n", uplink_netns, "route", "del", "198.18.0.9/32")
+        ip("-n", uplink_netns, "address", "del", "10.77.0.1/24", "dev", "wan0")
+        ip("-n", uplink_netns, "link", "del", "peer0")  # takes wan0 and its routes with it
+    assert journal.pending == []
+
+
+def test_repair_of_a_journal_whose_namespace_is_gone(netns: str, tmp_path: Path) -> None:
+    leftover = {
+        "version": 1,
+        "owner": OWNER,
+        "netns": "fxt-gone-long-ago",
+        "inverses": [
+            {"kind": "sysctl", "name": "net.ipv4.ip_forward", "value": "0"},
+        ],
+    }
+    (tmp_path / "client.json").write_text(json.dumps(leftover))
+    with Journal(OWNER, netns=netns, state_dir=tmp_path) as journal:
+        assert journal.repair() == 1
+    assert not (tmp_path / "client.json").exists()
+
+
+def test_owner_must_be_a_plain_word(tmp_path: Path) -> None:
+    with pytest.raises(HostError):
+        Journal("../etc", state_dir=tmp_path)
+
+
+def test_journal_records_are_plain_json(uplink_netns: str, tmp_path: Path) -> None:
+    with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
+        journal.add_route(Route("198.18.0.9/32", gateway="192.0.2.1", ifname="wan0"))
+        saved = json.loads((tmp_path / "client.json").read_text())
+        assert saved["netns"] == uplink_netns
+        (record,) = saved["inverses"]
+        assert record["kind"] == "route" and record["action"] == "delete"
+        assert record["route"]["dst"] == "198.18.0.9/32"
+        assert Route.from_record(record["route"]).family == socket.AF_INET
