@@ -230,7 +230,24 @@ def server_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch_server(config: ServerConfig) -> int:
-    raise _not_yet("the server (control plane, data plane and TUI)")
+    if config.new_client is None:
+        raise _not_yet("the server (control plane, data plane and TUI)")
+    from fluxify.pki.authority import ensure_server_pki, issue_client  # noqa: PLC0415
+    from fluxify.pki.files import sanitize_client_name  # noqa: PLC0415
+
+    sanitize_client_name(config.new_client)  # refuse a bad name before touching the PKI
+    # Without an explicit -hosts, issuing a client must not rename an existing server cert.
+    hosts = None if config.hosts == DEFAULT_HOSTS else config.hosts
+    setup = ensure_server_pki(config.pki_dir, hosts, regenerate=config.regenerate)
+    for change in setup.changes:
+        print(change)
+    issued = issue_client(setup.layout, config.new_client)
+    print(f"issued client certificate {issued.name!r}:")
+    print(f"  certificate: {issued.cert} (dated copy: {issued.dated_cert})")
+    print(f"  key:         {issued.key} (dated copy: {issued.dated_key})")
+    print(f"  bundle:      {issued.bundle}")
+    print(f"copy the bundle to the client as ~/.fluxify/{issued.name}.pem")
+    return 0
 
 
 # -- fluxify-client ---------------------------------------------------------------------------

@@ -13,7 +13,8 @@ and counts (see ``fluxify.protocol.drops``).
     │   ├── RemoteProtocolError  the peer sent something the protocol does not allow
     │   ├── LocalProtocolError   we were asked to send something the protocol does not allow
     │   ├── ControlTimeoutError  the peer did not answer in time
-    │   └── SessionRefusedError  the server would not give us a session
+    │   └── SessionRefusedError  the server would not give us a session (or we refused one)
+    │       └── PoolExhaustedError  every inner address is in use
     └── HostError                changing TUN, routes, rules, nftables or sysctls failed
 """
 
@@ -47,7 +48,11 @@ class ControlTimeoutError(ControlError):
 
 
 class SessionRefusedError(ControlError):
-    """The server closed the connection without giving us a session."""
+    """The server closed the connection without giving us a session (server side: we refuse)."""
+
+
+class PoolExhaustedError(SessionRefusedError):
+    """Every address of the inner pool (10.8.0.2-.250) belongs to a live session."""
 
 
 class HostError(FluxifyError):
