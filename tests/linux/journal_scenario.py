@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from fluxify.linux.journal import Journal
-from fluxify.linux.netlink import Route, Rule
 from fluxify.linux.nftables import uplink_ruleset
+from fluxify.linux.routing import Route, Rule
 from fluxify.linux.tun import Tun
 
 TUN_NAME = "fxtun0"

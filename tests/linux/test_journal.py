@@ -9,7 +9,7 @@ import pytest
 
 from fluxify.errors import HostError
 from fluxify.linux.journal import Journal
-from fluxify.linux.netlink import Route
+from fluxify.linux.routing import Route
 from tests.linux.conftest import ip, requires_root
 from tests.linux.journal_scenario import OWNER, apply_changes, snapshot
 

@@ -3,7 +3,8 @@ import socket
 import pytest
 
 from fluxify.errors import HostError
-from fluxify.linux.netlink import ExistsError, Netlink, Nexthop, NotFoundError, Route, Rule
+from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError
+from fluxify.linux.routing import Nexthop, Route, Rule
 from tests.linux.conftest import ip, requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
@@ -99,3 +100,11 @@ def test_rules_by_source_fwmark_and_oif(uplink_netns: str) -> None:
 def test_missing_namespace_is_a_host_error() -> None:
     with pytest.raises(HostError, match="does not exist"):
         Netlink("fxt-no-such-namespace")
+
+
+async def test_netlink_is_callable_from_a_running_event_loop(uplink_netns: str) -> None:
+    # pyroute2's sync IPRoute runs its own loop; Netlink's worker thread keeps that working.
+    with Netlink(uplink_netns) as netlink:
+        assert netlink.gateway_of("wan0", socket.AF_INET) == "192.0.2.1"
+        netlink.set_link("peer0", mtu=1300)
+        assert netlink.link("peer0").mtu == 1300

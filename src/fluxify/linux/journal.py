@@ -13,8 +13,9 @@ from typing import Any
 
 from fluxify.errors import HostError
 from fluxify.linux import nftables, sysctl
-from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError, Route, Rule
+from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError
 from fluxify.linux.netns import NETNS_DIR
+from fluxify.linux.routing import Route, Rule
 
 log = logging.getLogger(__name__)
 

@@ -5,10 +5,8 @@ These are the primitives; journaled changes with their undo go through ``linux.j
 
 import errno
 import os
-import socket
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from ipaddress import ip_interface, ip_network
 from typing import Any, TypeVar
 
@@ -16,12 +14,22 @@ from pyroute2 import IPRoute, NetlinkError
 
 from fluxify.errors import HostError
 from fluxify.linux.netns import NetnsThread
+from fluxify.linux.routing import (
+    MAIN_TABLE,
+    PROTO_STATIC,
+    Link,
+    Nexthop,
+    Route,
+    Rule,
+    effective_metric,
+    link_from_msg,
+    route_from_msg,
+    rule_from_msg,
+    rule_spec,
+)
 
 T = TypeVar("T")
 
-MAIN_TABLE = 254
-LOCAL_TABLE = 255
-PROTO_STATIC = 4
 # Errors that mean "the thing to remove is already gone" (undo tolerates them).
 GONE_ERRNOS = frozenset({errno.ESRCH, errno.ENOENT, errno.ENODEV, errno.EADDRNOTAVAIL})
 
@@ -32,89 +40,6 @@ class NotFoundError(HostError):
 
 class ExistsError(HostError):
     """The route, rule or address already exists."""
-
-
-@dataclass(frozen=True)
-class Nexthop:
-    """One leg of a multipath route; ``weight`` as in ``ip route ... weight W`` (1..256)."""
-
-    gateway: str | None = None
-    ifname: str | None = None
-    weight: int = 1
-
-
-@dataclass(frozen=True)
-class Route:
-    """A route. ``dst`` is a prefix ("0.0.0.0/0", "::/0", "198.18.0.1/32").
-
-    ``metric`` None means the kernel default (0 for IPv4, 1024 for IPv6); ``proto`` and
-    ``scope`` None mean "static"/kernel default when adding and "any" when deleting. Routes
-    listed by ``Netlink.routes`` have every field filled, so they delete and re-add exactly.
-    Interfaces are named, not indexed, so a record stays meaningful in another process.
-    """
-
-    dst: str
-    gateway: str | None = None
-    ifname: str | None = None
-    table: int = MAIN_TABLE
-    metric: int | None = None
-    proto: int | None = None
-    scope: int | None = None
-    type: int = 1  # RTN_UNICAST
-    src: str | None = None
-    nexthops: tuple[Nexthop, ...] = ()
-
-    @property
-    def family(self) -> int:
-        return socket.AF_INET6 if ":" in self.dst else socket.AF_INET
-
-    @property
-    def is_default(self) -> bool:
-        return ip_network(self.dst).prefixlen == 0
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Route":
-        nexthops = tuple(Nexthop(**hop) for hop in record.get("nexthops", ()))
-        return cls(**{**record, "nexthops": nexthops})
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A policy rule ``priority: from SRC [fwmark M/MASK] [oif IF] [iif IF] lookup TABLE``.
-
-    ``priority`` is required: it is how a rule is deleted exactly, never someone else's.
-    """
-
-    priority: int
-    table: int
-    family: int = socket.AF_INET
-    src: str | None = None
-    dst: str | None = None
-    fwmark: int | None = None
-    fwmask: int | None = None
-    oifname: str | None = None
-    iifname: str | None = None
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Rule":
-        return cls(**record)
-
-
-@dataclass(frozen=True)
-class Link:
-    """An interface's name, index, administrative state and MTU."""
-
-    ifname: str
-    index: int
-    up: bool
-    mtu: int
-    kind: str | None = field(default=None, compare=False)
 
 
 class Netlink:
@@ -153,11 +78,11 @@ class Netlink:
         return found[0]
 
     def links(self) -> list[Link]:
-        return [_link_from_msg(m) for m in self._run("list interfaces", lambda i: i.get_links())]
+        return [link_from_msg(m) for m in self._run("list interfaces", lambda i: i.get_links())]
 
     def link(self, ifname: str) -> Link:
         index = self.index(ifname)
-        return _link_from_msg(self._run(f"read {ifname}", lambda i: i.get_links(index))[0])
+        return link_from_msg(self._run(f"read {ifname}", lambda i: i.get_links(index))[0])
 
     def set_link(self, ifname: str, *, up: bool | None = None, mtu: int | None = None) -> None:
         """Set ``ifname`` up or down and/or its MTU; None leaves that property alone."""
@@ -216,7 +141,7 @@ class Netlink:
         if table is not None:
             query["table"] = table
         msgs = self._run("list routes", lambda i: i.get_routes(**query))
-        return [_route_from_msg(m, names) for m in msgs]
+        return [route_from_msg(m, names) for m in msgs]
 
     def add_route(self, route: Route) -> None:
         self._route("add", route)
@@ -229,12 +154,12 @@ class Netlink:
 
     def replaced_by(self, route: Route) -> list[Route]:
         """The existing routes that ``replace_route(route)`` would overwrite (same key)."""
-        wanted_metric = _effective_metric(route)
+        wanted_metric = effective_metric(route)
         return [
             old
             for old in self.routes(route.family, route.table)
             if ip_network(old.dst) == ip_network(route.dst)
-            and _effective_metric(old) == wanted_metric
+            and effective_metric(old) == wanted_metric
             and old.type == route.type
         ]
 
@@ -291,14 +216,14 @@ class Netlink:
 
     def rules(self, family: int) -> list[Rule]:
         msgs = self._run("list rules", lambda i: i.get_rules(family=family))
-        return [_rule_from_msg(m) for m in msgs]
+        return [rule_from_msg(m) for m in msgs]
 
     def add_rule(self, rule: Rule) -> None:
-        spec = _rule_spec(rule)
+        spec = rule_spec(rule)
         self._run(f"add rule {rule.priority}", lambda i: i.rule("add", **spec))
 
     def delete_rule(self, rule: Rule) -> None:
-        spec = _rule_spec(rule)
+        spec = rule_spec(rule)
         self._run(f"delete rule {rule.priority}", lambda i: i.rule("del", **spec))
 
 
@@ -320,82 +245,3 @@ def _translated(what: str) -> Iterator[None]:
 
 def _errno_text(code: int) -> str:
     return os.strerror(code) if code > 0 else f"netlink error {code}"
-
-
-def _effective_metric(route: Route) -> int:
-    if route.metric is not None:
-        return route.metric
-    return 1024 if route.family == socket.AF_INET6 else 0
-
-
-def _link_from_msg(msg: Any) -> Link:
-    info = msg.get("linkinfo")
-    kind = info.get("kind") if info is not None else None
-    return Link(
-        ifname=msg.get("ifname"),
-        index=msg["index"],
-        up=bool(msg["flags"] & 0x1),  # IFF_UP
-        mtu=msg.get("mtu"),
-        kind=kind,
-    )
-
-
-def _route_from_msg(msg: Any, names: dict[int, str]) -> Route:
-    family = msg["family"]
-    dst = msg.get("dst") or ("::" if family == socket.AF_INET6 else "0.0.0.0")
-    oif = msg.get("oif")
-    hops = tuple(
-        Nexthop(
-            gateway=hop.get("gateway"),
-            ifname=names.get(hop["oif"]) if hop["oif"] else None,
-            weight=hop["hops"] + 1,
-        )
-        for hop in msg.get("multipath") or ()
-    )
-    return Route(
-        dst=f"{dst}/{msg['dst_len']}",
-        gateway=msg.get("gateway"),
-        ifname=names.get(oif) if oif is not None else None,
-        table=msg.get("table") or msg["table"],
-        metric=msg.get("priority"),
-        proto=msg["proto"],
-        scope=msg["scope"],
-        type=msg["type"],
-        src=msg.get("prefsrc"),
-        nexthops=hops,
-    )
-
-
-def _rule_from_msg(msg: Any) -> Rule:
-    src = msg.get("src")
-    dst = msg.get("dst")
-    return Rule(
-        priority=msg.get("priority") or 0,
-        table=msg.get("table") or msg["table"],
-        family=msg["family"],
-        src=f"{src}/{msg['src_len']}" if src else None,
-        dst=f"{dst}/{msg['dst_len']}" if dst else None,
-        fwmark=msg.get("fwmark"),
-        fwmask=msg.get("fwmask"),
-        oifname=msg.get("oifname"),
-        iifname=msg.get("iifname"),
-    )
-
-
-def _rule_spec(rule: Rule) -> dict[str, Any]:
-    spec: dict[str, Any] = {
-        "family": rule.family,
-        "priority": rule.priority,
-        "table": rule.table,
-        "action": "FR_ACT_TO_TBL",
-    }
-    for name, prefix in (("src", rule.src), ("dst", rule.dst)):
-        if prefix is not None:
-            network = ip_network(prefix, strict=False)
-            spec[name] = str(network.network_address)
-            spec[f"{name}_len"] = network.prefixlen
-    for name in ("fwmark", "fwmask", "oifname", "iifname"):
-        value = getattr(rule, name)
-        if value is not None:
-            spec[name] = value
-    return spec
