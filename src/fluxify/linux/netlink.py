@@ -28,6 +28,18 @@ from fluxify.linux.routing import (
     rule_spec,
 )
 
+# Route, Rule, Nexthop and Link live in ``linux.routing``; re-exported for callers' convenience.
+__all__ = [
+    "GONE_ERRNOS",
+    "ExistsError",
+    "Link",
+    "Netlink",
+    "Nexthop",
+    "NotFoundError",
+    "Route",
+    "Rule",
+]
+
 T = TypeVar("T")
 
 # Errors that mean "the thing to remove is already gone" (undo tolerates them).
