@@ -21,7 +21,10 @@ class DropReason(IntEnum):
     UNKNOWN_TYPE = 10  # authenticated, but a packet type we do not handle
     SPOOFED_SOURCE = 11  # inner source address is not the session's own
     NO_PATH = 12  # nothing alive to send on
-    QUEUE_FULL = 13  # a queue towards the TUN or a socket was full
+    QUEUE_FULL = 13  # the TUN or a socket would block: its queue is full
+    UNKNOWN_DESTINATION = 14  # a TUN packet for an inner address no session holds
+    SEND_FAILED = 15  # the kernel refused a datagram (no route, interface down, ...)
+    NOT_TUNNELED = 16  # a TUN packet that does not belong in the tunnel (link-local chatter)
 
 
 class DropCounters:

@@ -1,0 +1,318 @@
+"""The bonding client: session from the control plane, TUN, one socket per uplink, routing, and
+the supervision loop (heartbeats, path liveness, new session when the old one is lost).
+
+Every host change goes through the journal, so stop, an exception, SIGTERM, or the next start
+after a crash restores exactly what was there before.
+"""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
+
+from fluxify.client.config import ClientConfig, ServerAddress
+from fluxify.client.control import fetch_session
+from fluxify.client.dataplane import ClientDataPlane, Tunnel, Uplink
+from fluxify.client.uplinks import (
+    UplinkPlan,
+    apply_default_via_tun,
+    apply_uplink_routing,
+    open_uplink_socket,
+    plan_uplinks,
+    resolve_server,
+)
+from fluxify.errors import ConfigError, ControlError
+from fluxify.linux.journal import Journal
+from fluxify.linux.netlink import Netlink
+from fluxify.linux.tun import Tun
+from fluxify.pki.client_material import ClientMaterial, load_client_material
+from fluxify.protocol.addresses import TUN_MTU, TUN_PREFIX_V4, TUN_PREFIX_V6
+from fluxify.protocol.control import (
+    FEATURE_FAST_HEARTBEAT,
+    Extensions,
+    SessionRequest,
+    SessionResponse,
+)
+from fluxify.protocol.heartbeat import V1_HEARTBEAT_INTERVAL_S
+from fluxify.protocol.session import DataSession
+
+log = logging.getLogger(__name__)
+
+FAST_HEARTBEAT_INTERVAL_S = 0.5  # towards a server that accepted FEATURE_FAST_HEARTBEAT
+MISSED_HEARTBEATS_BEFORE_DEAD = 4
+RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
+STATS_INTERVAL_S = 1.0
+STATS_LOG_INTERVAL_S = 10.0
+OFFERED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT})
+
+
+@dataclass(frozen=True)
+class BondingStats:
+    """What the client writes to ``<state_dir>/client-stats.json`` every second."""
+
+    session_id: int
+    client_ip: str
+    client_ip6: str | None
+    reconnects: int
+    paths: list[dict[str, object]]
+    drops: dict[str, int]
+
+
+class BondingClient:
+    """One run of bonding mode. ``run()`` returns when ``stop`` is set; undo happens on exit."""
+
+    def __init__(self, config: ClientConfig, pki_dir: Path, state_dir: Path) -> None:
+        if config.server is None:
+            raise ConfigError("-server: bonding mode needs the server's host[:port]")
+        if len(config.ifaces) < 2:
+            raise ConfigError(
+                f"-ifaces: bonding needs at least 2 interfaces (got {len(config.ifaces)})"
+            )
+        self.config = config
+        self.server: ServerAddress = config.server
+        self.pki_dir = pki_dir
+        self.state_dir = state_dir
+        self.reconnects = 0
+        self._tun: Tun | None = None
+        self._sockets: list[socket.socket] = []
+
+    async def run(self, stop: asyncio.Event) -> None:
+        material = load_client_material(self.pki_dir, self.config.client_name)
+        server_ip = resolve_server(self.server.host)
+        family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal("client", state_dir=self.state_dir)
+        repaired = journal.repair()
+        if repaired:
+            log.warning("undid %d host changes left by a previous run that did not stop", repaired)
+        loop = asyncio.get_running_loop()
+        with journal:
+            try:
+                plans = await asyncio.to_thread(self._plan, journal, family)
+                await asyncio.to_thread(apply_uplink_routing, journal, plans, server_ip)
+                response = await self._fetch(material)
+                tunnel = self._tunnel(response, server_ip)
+                await asyncio.to_thread(self._bring_up_tun, journal, response)
+                assert self._tun is not None
+                dataplane = self._dataplane(plans, family, tunnel, response)
+                dataplane.attach(loop)
+                try:
+                    dataplane.send_handshakes()
+                    log.info(
+                        "bonding: session %08x, %s over %s",
+                        response.session_id,
+                        response.client_ip,
+                        ", ".join(p.ifname for p in plans),
+                    )
+                    await self._supervise(dataplane, material, server_ip, response, stop)
+                finally:
+                    dataplane.detach(loop)
+            finally:
+                self._close()
+        log.info("bonding: stopped; host routes, rules and sysctls restored")
+
+    def _plan(self, journal: Journal, family: int) -> list[UplinkPlan]:
+        return plan_uplinks(
+            journal.netlink,
+            self.config.ifaces,
+            family,
+            gateways=self.config.gateways,
+            source_ips=self.config.source_ips,
+        )
+
+    async def _fetch(self, material: ClientMaterial) -> SessionResponse:
+        request = SessionRequest(
+            client_name=material.common_name,
+            extensions=Extensions(features=OFFERED_FEATURES),
+        )
+        return await fetch_session(self.server, material, request)
+
+    def _tunnel(self, response: SessionResponse, server_ip: str) -> Tunnel:
+        return Tunnel(
+            codec=DataSession(response.session_id, response.session_key),
+            server=(server_ip, response.udp_port),
+            inner_v4=response.client_ip.packed,
+            inner_v6=response.client_ip6.packed if response.client_ip6 else b"",
+        )
+
+    def _bring_up_tun(self, journal: Journal, response: SessionResponse) -> None:
+        self._tun = tun = Tun.open("")
+        netlink = journal.netlink
+        netlink.add_address(tun.name, f"{response.client_ip}/{TUN_PREFIX_V4}")
+        if response.client_ip6 is not None:
+            netlink.add_address(tun.name, f"{response.client_ip6}/{TUN_PREFIX_V6}", nodad=True)
+        netlink.set_link(tun.name, up=True, mtu=TUN_MTU)
+        # The device and its addresses vanish with the fd; the routes are journaled so that a
+        # crash between here and the fd closing still gets them removed.
+        apply_default_via_tun(journal, tun.name, ipv6=response.client_ip6 is not None)
+
+    def _dataplane(
+        self,
+        plans: Sequence[UplinkPlan],
+        family: int,
+        tunnel: Tunnel,
+        response: SessionResponse,
+    ) -> ClientDataPlane:
+        assert self._tun is not None
+        count = len(plans) if self.config.connections <= 0 else max(self.config.connections, 1)
+        count = max(count, len(plans))
+        now = time.monotonic()
+        uplinks = []
+        for i in range(count):
+            plan = plans[i % len(plans)]
+            sock = open_uplink_socket(plan, family)
+            self._sockets.append(sock)
+            label = plan.ifname if count == len(plans) else f"{plan.ifname}#{i // len(plans)}"
+            uplinks.append(Uplink(label, sock, now))
+        interval = _heartbeat_interval(response)
+        return ClientDataPlane(
+            self._tun.fd,
+            uplinks,
+            tunnel,
+            dead_after_s=interval * MISSED_HEARTBEATS_BEFORE_DEAD + 0.1,
+        )
+
+    async def _supervise(
+        self,
+        dataplane: ClientDataPlane,
+        material: ClientMaterial,
+        server_ip: str,
+        response: SessionResponse,
+        stop: asyncio.Event,
+    ) -> None:
+        interval = _heartbeat_interval(response)
+        all_dead_since: float | None = None
+        next_stats = next_log = time.monotonic()
+        failures = 0
+        while not stop.is_set():
+            dataplane.send_heartbeats()
+            dataplane.check_liveness()
+            now = time.monotonic()
+            if not dataplane.all_dead:
+                all_dead_since, failures = None, 0
+            elif all_dead_since is None:
+                all_dead_since = now
+                log.warning("every uplink is silent: the server may have lost our session")
+            elif now - all_dead_since >= dataplane.dead_after_s:
+                renewed = await self._renew(dataplane, material, server_ip, response, failures)
+                if renewed is None:
+                    failures += 1
+                else:
+                    response, all_dead_since, failures = renewed, None, 0
+            if now >= next_stats:
+                next_stats = now + STATS_INTERVAL_S
+                self._write_stats(dataplane, response)
+            if now >= next_log:
+                next_log = now + STATS_LOG_INTERVAL_S
+                _log_paths(dataplane)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+
+    async def _renew(
+        self,
+        dataplane: ClientDataPlane,
+        material: ClientMaterial,
+        server_ip: str,
+        old: SessionResponse,
+        failures: int,
+    ) -> SessionResponse | None:
+        """A new session, or None after a failure (and a back-off pause)."""
+        try:
+            response = await self._fetch(material)
+        except ControlError as exc:
+            delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+            log.warning("new session failed (%s); retrying in %.0f s", exc, delay)
+            await asyncio.sleep(delay)
+            return None
+        self.reconnects += 1
+        if (response.client_ip, response.client_ip6) != (old.client_ip, old.client_ip6):
+            await asyncio.to_thread(self._readdress, old, response)
+        dataplane.use_tunnel(self._tunnel(response, server_ip))
+        log.info(
+            "bonding: new session %08x (%s), reconnect #%d",
+            response.session_id,
+            response.client_ip,
+            self.reconnects,
+        )
+        return response
+
+    def _readdress(self, old: SessionResponse, new: SessionResponse) -> None:
+        assert self._tun is not None
+        with Netlink() as netlink:
+            pairs: list[tuple[IPv4Address | IPv6Address | None, int]] = [
+                (old.client_ip, TUN_PREFIX_V4),
+                (old.client_ip6, TUN_PREFIX_V6),
+            ]
+            for address, prefix in pairs:
+                if address is not None:
+                    netlink.delete_address(self._tun.name, f"{address}/{prefix}")
+            netlink.add_address(self._tun.name, f"{new.client_ip}/{TUN_PREFIX_V4}")
+            if new.client_ip6 is not None:
+                netlink.add_address(self._tun.name, f"{new.client_ip6}/{TUN_PREFIX_V6}", nodad=True)
+
+    def _write_stats(self, dataplane: ClientDataPlane, response: SessionResponse) -> None:
+        stats = BondingStats(
+            session_id=response.session_id,
+            client_ip=str(response.client_ip),
+            client_ip6=str(response.client_ip6) if response.client_ip6 else None,
+            reconnects=self.reconnects,
+            paths=[asdict(p) for p in dataplane.snapshot()],
+            drops=dataplane.drops.snapshot(),
+        )
+        path = self.state_dir / "client-stats.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(stats)))
+        os.replace(tmp, path)
+
+    def _close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+        self._sockets.clear()
+        if self._tun is not None:
+            os.close(self._tun.fd)
+            self._tun = None
+
+
+def _heartbeat_interval(response: SessionResponse) -> float:
+    ext = response.extensions
+    if ext is not None and FEATURE_FAST_HEARTBEAT in ext.features:
+        return FAST_HEARTBEAT_INTERVAL_S
+    return V1_HEARTBEAT_INTERVAL_S
+
+
+def _log_paths(dataplane: ClientDataPlane) -> None:
+    for path in dataplane.snapshot():
+        log.info(
+            "uplink %s: %s, rtt %s, tx %d pkts / %d B, rx %d pkts / %d B",
+            path.label,
+            "alive" if path.alive else "DEAD",
+            f"{path.rtt_ms:.1f} ms" if path.rtt_ms is not None else "?",
+            path.tx_packets,
+            path.tx_bytes,
+            path.rx_packets,
+            path.rx_bytes,
+        )
+    drops = dataplane.drops.snapshot()
+    if drops:
+        log.info("drops: %s", drops)
+
+
+async def run_bonding(config: ClientConfig, pki_dir: Path, state_dir: Path) -> None:
+    """Run until SIGINT/SIGTERM; every exit path restores the host."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await BondingClient(config, pki_dir, state_dir).run(stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,216 @@
+"""The client's data plane: TUN ⇄ one UDP socket per uplink ⇄ the server, on event-loop readers.
+
+Uplink: each TUN packet whose source is our inner address is sealed once and sent round-robin
+on the next alive uplink. Downlink: each uplink socket is drained, datagrams opened, IP packets
+written to the TUN, heartbeat echoes turned into round-trip samples. A path is alive while it
+hears from the server within ``dead_after_s``; heartbeats go on every path, dead or alive, so a
+path that recovers is revived by its first echo.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from fluxify.protocol.drops import DropCounters, DropReason
+from fluxify.protocol.header import PacketType
+from fluxify.protocol.heartbeat import round_trip_ns
+from fluxify.protocol.paths import PathSnapshot, PathState
+from fluxify.protocol.scheduler import RoundRobin
+from fluxify.protocol.session import DataSession
+
+log = logging.getLogger(__name__)
+
+DRAIN_BUDGET = 256
+RECEIVE_BUFFER_BYTES = 2048
+TUN_READ_BYTES = 65536
+
+_IP = int(PacketType.IP)
+_HEARTBEAT = int(PacketType.HEARTBEAT)
+
+
+class Uplink(PathState):
+    """One uplink: its interface name and its bound UDP socket."""
+
+    __slots__ = ("ifname", "sock")
+
+    def __init__(self, ifname: str, sock: socket.socket, now: float) -> None:
+        super().__init__(ifname, now)
+        self.ifname = ifname
+        self.sock = sock
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """What the control plane handed out and the data plane needs."""
+
+    codec: DataSession
+    server: tuple[str, int]
+    inner_v4: bytes
+    inner_v6: bytes
+
+
+class ClientDataPlane:
+    """Owns the TUN and uplink readers of a bonding client. Not thread-safe: one event loop."""
+
+    def __init__(
+        self,
+        tun_fd: int,
+        uplinks: Sequence[Uplink],
+        tunnel: Tunnel,
+        *,
+        dead_after_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.tun_fd = tun_fd
+        self.uplinks = list(uplinks)
+        self.tunnel = tunnel
+        self.dead_after_s = dead_after_s
+        self.drops = DropCounters()
+        self.scheduler: RoundRobin[Uplink] = RoundRobin()
+        self.scheduler.refresh(self.uplinks)
+        self._clock = clock
+        self._wall_clock_ns = wall_clock_ns
+        self.tun_packets_read = 0
+        self.tun_packets_written = 0
+
+    def use_tunnel(self, tunnel: Tunnel) -> None:
+        """Switch to a new session (after the old one was lost) and greet the server again."""
+        self.tunnel = tunnel
+        now = self._clock()
+        for uplink in self.uplinks:
+            uplink.last_rx_s = now  # a fresh grace period: the new session has not spoken yet
+        self.check_liveness()
+        self.send_handshakes()
+
+    # -- event loop --------------------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.tun_fd, self.on_tun_packets)
+        for uplink in self.uplinks:
+            loop.add_reader(uplink.sock.fileno(), self.on_datagrams, uplink)
+
+    def detach(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.remove_reader(self.tun_fd)
+        for uplink in self.uplinks:
+            loop.remove_reader(uplink.sock.fileno())
+
+    def on_tun_packets(self) -> None:
+        read = os.read
+        fd = self.tun_fd
+        tunnel = self.tunnel
+        seal = tunnel.codec.seal_ip
+        server = tunnel.server
+        pick = self.scheduler.pick
+        counts = self.drops.counts
+        for _ in range(DRAIN_BUDGET):
+            try:
+                packet = read(fd, TUN_READ_BYTES)
+            except BlockingIOError:
+                return
+            if not packet:
+                continue
+            self.tun_packets_read += 1
+            version = packet[0] >> 4
+            if version == 4:
+                ours = packet[12:16] == tunnel.inner_v4
+            else:
+                ours = version == 6 and packet[8:24] == tunnel.inner_v6
+            if not ours:  # link-local chatter of the TUN itself; the server would drop it
+                counts[DropReason.NOT_TUNNELED] += 1
+                continue
+            uplink = pick()
+            if uplink is None:
+                counts[DropReason.NO_PATH] += 1
+                continue
+            datagram = seal(packet)
+            if datagram is None:
+                continue
+            try:
+                uplink.sock.sendto(datagram, server)
+            except BlockingIOError:
+                counts[DropReason.QUEUE_FULL] += 1
+            except OSError:
+                counts[DropReason.SEND_FAILED] += 1
+            else:
+                uplink.tx_packets += 1
+                uplink.tx_bytes += len(datagram)
+
+    def on_datagrams(self, uplink: Uplink) -> None:
+        recv = uplink.sock.recvfrom
+        codec = self.tunnel.codec
+        now = self._clock()
+        for _ in range(DRAIN_BUDGET):
+            try:
+                data, _address = recv(RECEIVE_BUFFER_BYTES)
+            except BlockingIOError:
+                return
+            except OSError:  # e.g. ECONNREFUSED from an ICMP error; keep reading
+                continue
+            opened = codec.open(data)
+            if opened is None:
+                continue
+            uplink.rx_packets += 1
+            uplink.rx_bytes += len(data)
+            uplink.last_rx_s = now
+            ptype, payload = opened
+            if ptype == _IP:
+                self._write_tun(payload)
+            elif ptype == _HEARTBEAT:
+                rtt_ns = round_trip_ns(payload, self._wall_clock_ns())
+                if rtt_ns is not None:
+                    uplink.add_delay_sample(rtt_ns / 1e9)
+                if not uplink.alive:
+                    self.check_liveness()
+
+    def _write_tun(self, packet: bytes) -> None:
+        try:
+            os.write(self.tun_fd, packet)
+        except BlockingIOError:
+            self.drops.counts[DropReason.QUEUE_FULL] += 1
+        except OSError:
+            self.drops.counts[DropReason.SEND_FAILED] += 1
+        else:
+            self.tun_packets_written += 1
+
+    # -- timers (per second, not per packet) --------------------------------------------------
+
+    def send_heartbeats(self) -> None:
+        """One heartbeat on every uplink, alive or not: an echo is how a dead path revives."""
+        for uplink in self.uplinks:
+            self._send_control(uplink, self.tunnel.codec.seal_heartbeat(self._wall_clock_ns()))
+
+    def send_handshakes(self) -> None:
+        for uplink in self.uplinks:
+            self._send_control(uplink, self.tunnel.codec.seal_handshake())
+
+    def _send_control(self, uplink: Uplink, datagram: bytes) -> None:
+        try:
+            uplink.sock.sendto(datagram, self.tunnel.server)
+        except OSError:
+            self.drops.counts[DropReason.SEND_FAILED] += 1
+
+    def check_liveness(self) -> None:
+        """Mark paths dead or alive by how long they have been silent; log the changes."""
+        now = self._clock()
+        changed = False
+        for uplink in self.uplinks:
+            alive = now - uplink.last_rx_s <= self.dead_after_s
+            if alive != uplink.alive:
+                uplink.alive = alive
+                changed = True
+                log.warning("uplink %s is %s", uplink.ifname, "back up" if alive else "down")
+        if changed:
+            self.scheduler.refresh(self.uplinks)
+
+    @property
+    def all_dead(self) -> bool:
+        return self.scheduler.usable == 0
+
+    def snapshot(self) -> list[PathSnapshot]:
+        now = self._clock()
+        return [uplink.snapshot(now) for uplink in self.uplinks]

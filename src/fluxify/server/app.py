@@ -1,0 +1,156 @@
+"""The bonding server: PKI, TUN, forwarding and NAT, the control plane and the data plane.
+
+Every host change (TUN routes, sysctls, the nftables table) goes through the journal, so a clean
+stop, an exception, or the next start after a crash leaves the host as it was.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+from fluxify.linux import nftables
+from fluxify.linux.journal import Journal
+from fluxify.linux.tun import Tun
+from fluxify.pki.authority import ensure_server_pki
+from fluxify.pki.tls import server_context
+from fluxify.protocol.addresses import (
+    SERVER_TUN_V4,
+    SERVER_TUN_V6,
+    TUN_MTU,
+    TUN_PREFIX_V4,
+    TUN_PREFIX_V6,
+)
+from fluxify.protocol.control import FEATURE_FAST_HEARTBEAT
+from fluxify.server.config import ServerConfig
+from fluxify.server.control import ControlServer
+from fluxify.server.dataplane import ServerDataPlane
+from fluxify.server.sessions import RemovalReason, Session, SessionTable
+from fluxify.server.udp_socket import open_data_socket
+
+log = logging.getLogger(__name__)
+
+SWEEP_INTERVAL_S = 1.0
+DROP_LOG_INTERVAL_S = 30.0
+FAST_PATH_STALE_S = 1.5  # for clients heartbeating every 0.5 s (FEATURE_FAST_HEARTBEAT)
+ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT})
+FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
+
+
+class BondingServer:
+    """One run of the server. ``run(stop)`` returns when ``stop`` is set, the host restored."""
+
+    def __init__(self, config: ServerConfig, state_dir: Path) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self.table = SessionTable()
+        self.dataplane: ServerDataPlane | None = None
+        self.control: ControlServer | None = None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        setup = ensure_server_pki(
+            self.config.pki_dir, self.config.hosts, regenerate=self.config.regenerate
+        )
+        context = server_context(setup.layout)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        journal = Journal("server", state_dir=self.state_dir)
+        repaired = journal.repair()
+        if repaired:
+            log.warning("undid %d host changes left by a previous run that did not stop", repaired)
+        with journal:
+            tun = await asyncio.to_thread(self._bring_up_host, journal)
+            sock = open_data_socket(self.config.udp_port)
+            loop = asyncio.get_running_loop()
+            try:
+                self.dataplane = dataplane = ServerDataPlane(tun.fd, sock, on_expire=self._expired)
+                self.table.on_opened(self._opened)
+                self.table.on_removed(self._removed)
+                dataplane.attach(loop)
+                self.control = ControlServer(
+                    context,
+                    self.table,
+                    self.config.udp_port,
+                    accepted_features=ACCEPTED_FEATURES,
+                )
+                await self.control.start(None, self.config.control_port)
+                log.info(
+                    "server: TUN %s, UDP port %d, control port %d",
+                    tun.name,
+                    self.config.udp_port,
+                    self.config.control_port,
+                )
+                try:
+                    await self._housekeeping(dataplane, stop)
+                finally:
+                    await self.control.close()
+                    dataplane.detach(loop)
+            finally:
+                sock.close()
+                os.close(tun.fd)
+        log.info("server: stopped; NAT table, sysctls and TUN removed")
+
+    def _bring_up_host(self, journal: Journal) -> Tun:
+        tun = Tun.open(self.config.tun_name)
+        try:
+            netlink = journal.netlink
+            netlink.add_address(tun.name, f"{SERVER_TUN_V4}/{TUN_PREFIX_V4}")
+            netlink.add_address(tun.name, f"{SERVER_TUN_V6}/{TUN_PREFIX_V6}", nodad=True)
+            netlink.set_link(tun.name, up=True, mtu=TUN_MTU)
+            for name in FORWARDING_SYSCTLS:
+                journal.set_sysctl(name, "1")
+            journal.apply_nftables(nftables.server_ruleset(tun.name))
+        except BaseException:
+            os.close(tun.fd)
+            raise
+        return tun
+
+    def _opened(self, session: Session) -> None:
+        assert self.dataplane is not None
+        stale_after = FAST_PATH_STALE_S if FEATURE_FAST_HEARTBEAT in session.features else None
+        self.dataplane.install(
+            session.session_id,
+            session.key,
+            session.identity,
+            session.client_ip,
+            session.client_ip6,
+            stale_after_s=stale_after,
+        )
+
+    def _removed(self, session: Session, reason: RemovalReason) -> None:
+        assert self.dataplane is not None
+        self.dataplane.remove(session.session_id)
+        log.info("session %08x (%s) ended: %s", session.session_id, session.identity, reason.value)
+
+    def _expired(self, session_id: int) -> None:
+        self.table.close(session_id)
+
+    async def _housekeeping(self, dataplane: ServerDataPlane, stop: asyncio.Event) -> None:
+        next_drop_log = time.monotonic() + DROP_LOG_INTERVAL_S
+        logged_drops: dict[str, int] = {}
+        while not stop.is_set():
+            dataplane.sweep()
+            now = time.monotonic()
+            if now >= next_drop_log:
+                next_drop_log = now + DROP_LOG_INTERVAL_S
+                drops = dataplane.drops.snapshot()
+                if drops != logged_drops:  # rate-limited summary, never per packet
+                    log.info("drops so far: %s", drops)
+                    logged_drops = drops
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=SWEEP_INTERVAL_S)
+
+
+async def run_server(config: ServerConfig, state_dir: Path) -> None:
+    """Run until SIGINT/SIGTERM; every exit path restores the host."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await BondingServer(config, state_dir).run(stop)
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,316 @@
+"""The server's data plane: UDP datagrams ⇄ sessions ⇄ TUN, driven by event-loop readers.
+
+Uplink: a datagram's session id finds the session, the session's codec opens it, its source
+address becomes (or refreshes) a path, and an IP packet whose inner source is the session's own
+address is written to the TUN. Heartbeats are echoed on the path they came from. Downlink: a TUN
+packet's destination address finds the session, which seals it for its lowest-delay fresh path;
+the reply leaves from the address the client sent to. Each reader drains its fd until it would
+block (at most ``DRAIN_BUDGET`` per wake-up, for fairness). Nothing here logs per packet.
+"""
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from fluxify.protocol.drops import DropCounters, DropReason
+from fluxify.protocol.header import PacketType, peek_session_id
+from fluxify.protocol.heartbeat import PATH_STALE_AFTER_S, unpack_heartbeat
+from fluxify.protocol.paths import PathSnapshot, PathState
+from fluxify.protocol.scheduler import LowestDelay
+from fluxify.protocol.session import DataSession
+from fluxify.server.udp_socket import (
+    ANCILLARY_SPACE,
+    Address,
+    Ancillary,
+    path_label,
+    reply_ancillary,
+)
+
+log = logging.getLogger(__name__)
+
+DRAIN_BUDGET = 256
+RECEIVE_BUFFER_BYTES = 2048  # a v1 datagram is at most 1450 bytes; more fails its length check
+TUN_READ_BYTES = 65536
+PATH_IDLE_S = 30.0  # a path silent this long is forgotten (NAT rebinding leaves old ones)
+SESSION_IDLE_S = 120.0  # a session with no authenticated uplink this long is expired
+MAX_PATHS_PER_SESSION = 16
+
+_IP = int(PacketType.IP)
+_HEARTBEAT = int(PacketType.HEARTBEAT)
+
+
+class ServerPath(PathState):
+    """A client source address of one session, with the ancillary data to answer it."""
+
+    __slots__ = ("address", "ancillary")
+
+    def __init__(self, address: Address, ancillary: Ancillary, now: float) -> None:
+        super().__init__(path_label(address), now)
+        self.address = address
+        self.ancillary = ancillary
+
+
+class ServerSession:
+    """Data-plane state of one client session: codec, paths, downlink choice, inner addresses."""
+
+    __slots__ = (
+        "codec",
+        "identity",
+        "inner_v4",
+        "inner_v6",
+        "last_seen_s",
+        "paths",
+        "scheduler",
+        "session_id",
+    )
+
+    def __init__(
+        self, codec: DataSession, identity: str, inner_v4: bytes, inner_v6: bytes, now: float
+    ) -> None:
+        self.codec = codec
+        self.session_id = codec.session_id
+        self.identity = identity
+        self.inner_v4 = inner_v4
+        self.inner_v6 = inner_v6
+        self.last_seen_s = now
+        self.paths: dict[Address, ServerPath] = {}
+        self.scheduler: LowestDelay[ServerPath] = LowestDelay(PATH_STALE_AFTER_S)
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    session_id: int
+    identity: str
+    inner_v4: str
+    idle_s: float
+    paths: tuple[PathSnapshot, ...]
+
+
+class ServerDataPlane:
+    """Owns the UDP socket's and the TUN's readers and every session's data-plane state.
+
+    ``install``/``remove`` are called by the control plane; ``sweep`` once a second by the
+    owner. ``on_expire(session_id)`` tells the owner a session timed out here. Not thread-safe:
+    everything runs on one event loop.
+    """
+
+    def __init__(
+        self,
+        tun_fd: int,
+        sock: socket.socket,
+        *,
+        on_expire: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.tun_fd = tun_fd
+        self.sock = sock
+        self.drops = DropCounters()
+        self.sessions: dict[int, ServerSession] = {}
+        self.by_inner: dict[bytes, ServerSession] = {}
+        self._on_expire = on_expire
+        self._clock = clock
+        self._wall_clock_ns = wall_clock_ns
+        self.tun_packets_written = 0
+        self.tun_packets_read = 0
+
+    # -- sessions (control plane side) ------------------------------------------------------
+
+    def install(
+        self,
+        session_id: int,
+        key: bytes,
+        identity: str,
+        inner_v4: IPv4Address,
+        inner_v6: IPv6Address | None,
+        *,
+        stale_after_s: float | None = None,
+    ) -> None:
+        """Start accepting ``session_id``; a session holding the same addresses is replaced.
+
+        ``stale_after_s``: how long a silent path still carries downlink (default: the v1 5 s).
+        """
+        codec = DataSession(session_id, key, drops=self.drops)
+        v6 = inner_v6.packed if inner_v6 is not None else b""
+        session = ServerSession(codec, identity, inner_v4.packed, v6, self._clock())
+        session.scheduler.stale_after_s = stale_after_s or PATH_STALE_AFTER_S
+        for key_bytes in (session.inner_v4, v6):
+            old = self.by_inner.get(key_bytes)
+            if old is not None:
+                self.remove(old.session_id)
+        self.sessions[session_id] = session
+        self.by_inner[session.inner_v4] = session
+        if v6:
+            self.by_inner[v6] = session
+
+    def remove(self, session_id: int) -> None:
+        session = self.sessions.pop(session_id, None)
+        if session is None:
+            return
+        for key in (session.inner_v4, session.inner_v6):
+            if self.by_inner.get(key) is session:
+                del self.by_inner[key]
+
+    # -- event loop --------------------------------------------------------------------------
+
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.sock.fileno(), self.on_datagrams)
+        loop.add_reader(self.tun_fd, self.on_tun_packets)
+
+    def detach(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.remove_reader(self.sock.fileno())
+        loop.remove_reader(self.tun_fd)
+
+    def on_datagrams(self) -> None:
+        """Drain the UDP socket: open, learn paths, write IP packets, echo heartbeats."""
+        recvmsg = self.sock.recvmsg
+        sessions = self.sessions
+        counts = self.drops.counts
+        now = self._clock()
+        for _ in range(DRAIN_BUDGET):
+            try:
+                data, ancdata, _flags, address = recvmsg(RECEIVE_BUFFER_BYTES, ANCILLARY_SPACE)
+            except BlockingIOError:
+                return
+            except OSError:  # a queued ICMP error on the socket; the next read goes on
+                continue
+            session = sessions.get(peek_session_id(data))
+            if session is None:
+                reason = DropReason.UNKNOWN_SESSION if len(data) >= 50 else DropReason.TOO_SHORT
+                counts[reason] += 1
+                continue
+            opened = session.codec.open(data)
+            if opened is None:
+                continue
+            path = session.paths.get(address)
+            if path is None:
+                path = self._new_path(session, address, ancdata, now)
+            path.rx_packets += 1
+            path.rx_bytes += len(data)
+            path.last_rx_s = now
+            session.last_seen_s = now
+            ptype, payload = opened
+            if ptype == _IP:
+                self._deliver(session, payload)
+            elif ptype == _HEARTBEAT:
+                self._echo(session, path, payload, now)
+
+    def _deliver(self, session: ServerSession, packet: bytes) -> None:
+        if packet[0] >> 4 == 4:
+            own = packet[12:16] == session.inner_v4
+        else:
+            own = packet[8:24] == session.inner_v6
+        if not own:
+            self.drops.counts[DropReason.SPOOFED_SOURCE] += 1
+            return
+        try:
+            os.write(self.tun_fd, packet)
+        except BlockingIOError:
+            self.drops.counts[DropReason.QUEUE_FULL] += 1
+        except OSError:
+            self.drops.counts[DropReason.SEND_FAILED] += 1
+        else:
+            self.tun_packets_written += 1
+
+    def _echo(self, session: ServerSession, path: ServerPath, payload: bytes, now: float) -> None:
+        self._send(path, session.codec.seal_echo(payload))
+        stamp_ns = unpack_heartbeat(payload)
+        if stamp_ns is not None:
+            path.add_delay_sample((self._wall_clock_ns() - stamp_ns) / 1e9)
+            session.scheduler.refresh(list(session.paths.values()), now)
+
+    def _new_path(
+        self,
+        session: ServerSession,
+        address: Address,
+        ancdata: list[tuple[int, int, bytes]],
+        now: float,
+    ) -> ServerPath:
+        if len(session.paths) >= MAX_PATHS_PER_SESSION:
+            oldest = min(session.paths.values(), key=lambda p: p.last_rx_s)
+            del session.paths[oldest.address]
+        path = ServerPath(address, reply_ancillary(ancdata), now)
+        session.paths[address] = path
+        session.scheduler.refresh(list(session.paths.values()), now)
+        log.info("session %08x (%s): new path %s", session.session_id, session.identity, path.label)
+        return path
+
+    def on_tun_packets(self) -> None:
+        """Drain the TUN: find each packet's session by destination and send it on its best path."""
+        read = os.read
+        fd = self.tun_fd
+        by_inner = self.by_inner
+        counts = self.drops.counts
+        for _ in range(DRAIN_BUDGET):
+            try:
+                packet = read(fd, TUN_READ_BYTES)
+            except BlockingIOError:
+                return
+            if not packet:
+                continue
+            self.tun_packets_read += 1
+            version = packet[0] >> 4
+            key = packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
+            session = by_inner.get(key)
+            if session is None:
+                counts[DropReason.UNKNOWN_DESTINATION] += 1
+                continue
+            path = session.scheduler.best
+            if path is None:
+                counts[DropReason.NO_PATH] += 1
+                continue
+            datagram = session.codec.seal_ip(packet)
+            if datagram is not None:
+                self._send(path, datagram)
+
+    def _send(self, path: ServerPath, datagram: bytes) -> None:
+        try:
+            self.sock.sendmsg([datagram], path.ancillary, 0, path.address)
+        except BlockingIOError:
+            self.drops.counts[DropReason.QUEUE_FULL] += 1
+        except OSError:
+            self.drops.counts[DropReason.SEND_FAILED] += 1
+        else:
+            path.tx_packets += 1
+            path.tx_bytes += len(datagram)
+
+    # -- housekeeping (once a second) ----------------------------------------------------------
+
+    def sweep(self) -> None:
+        """Forget idle paths, expire idle sessions, re-rank paths as they go stale."""
+        now = self._clock()
+        for session in list(self.sessions.values()):
+            if now - session.last_seen_s > SESSION_IDLE_S:
+                log.info(
+                    "session %08x (%s) expired after %.0f s without traffic",
+                    session.session_id,
+                    session.identity,
+                    SESSION_IDLE_S,
+                )
+                self.remove(session.session_id)
+                if self._on_expire is not None:
+                    self._on_expire(session.session_id)
+                continue
+            for address, path in list(session.paths.items()):
+                if now - path.last_rx_s > PATH_IDLE_S:
+                    del session.paths[address]
+                    log.info("session %08x: path %s forgotten", session.session_id, path.label)
+            session.scheduler.refresh(list(session.paths.values()), now)
+
+    def snapshot(self) -> list[SessionSnapshot]:
+        now = self._clock()
+        return [
+            SessionSnapshot(
+                session_id=s.session_id,
+                identity=s.identity,
+                inner_v4=str(IPv4Address(s.inner_v4)),
+                idle_s=round(now - s.last_seen_s, 1),
+                paths=tuple(p.snapshot(now) for p in s.paths.values()),
+            )
+            for s in self.sessions.values()
+        ]
