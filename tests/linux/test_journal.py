@@ -125,3 +125,22 @@ def test_journal_records_are_plain_json(uplink_netns: str, tmp_path: Path) -> No
         assert record["kind"] == "route" and record["action"] == "delete"
         assert record["route"]["dst"] == "198.18.0.9/32"
         assert Route.from_record(record["route"]).family == socket.AF_INET
+
+
+def test_replace_without_a_previous_route_is_undone_by_delete(
+    uplink_netns: str, tmp_path: Path
+) -> None:
+    before = snapshot_routes(uplink_netns)
+    with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
+        journal.replace_route(Route("::/0", gateway="2001:db8:5::1", ifname="wan0", table=300))
+        journal.replace_route(Route("0.0.0.0/0", gateway="192.0.2.1", ifname="wan0", metric=5))
+        assert journal.pending[0]["previous"] == []
+        assert "table 300" in ip("-n", uplink_netns, "-6", "route", "show", "table", "all")
+    assert snapshot_routes(uplink_netns) == before
+
+
+def snapshot_routes(netns: str) -> tuple[str, str]:
+    return (
+        ip("-n", netns, "route", "show", "table", "all"),
+        ip("-n", netns, "-6", "route", "show", "table", "all"),
+    )

@@ -1,7 +1,7 @@
 import os
 import select
 import struct
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import pytest
 
@@ -39,6 +39,16 @@ def icmp_echo_request(src: str, dst: str, ident: int, payload: bytes) -> bytes:
         IPv4Address(dst).packed,
     )
     header = header[:10] + struct.pack("!H", checksum(header)) + header[12:]
+    return header + icmp
+
+
+def icmpv6_echo_request(src: str, dst: str, ident: int, payload: bytes) -> bytes:
+    source, target = IPv6Address(src).packed, IPv6Address(dst).packed
+    icmp = struct.pack("!BBHHH", 128, 0, 0, ident, 1) + payload
+    # RFC 4443: the checksum covers an IPv6 pseudo-header (addresses, length, next header 58).
+    pseudo = source + target + struct.pack("!I3xB", len(icmp), 58)
+    icmp = icmp[:2] + struct.pack("!H", checksum(pseudo + icmp)) + icmp[4:]
+    header = struct.pack("!IHBB", 6 << 28, len(icmp), 58, 64) + source + target
     return header + icmp
 
 
@@ -89,3 +99,20 @@ def test_echo_request_written_to_tun_comes_back_as_reply(netns: str) -> None:
         assert struct.unpack("!H", reply[24:26])[0] == 0x4242
         assert reply[28:] == payload
         assert netlink.link("fxtest1").mtu == 1400
+
+
+def test_icmpv6_echo_through_the_tun(netns: str) -> None:
+    with Tun.open("fxtest6", netns=netns) as tun, Netlink(netns) as netlink:
+        netlink.set_link("fxtest6", up=True)
+        netlink.add_address("fxtest6", "fd00:99::1/64", nodad=True)
+        payload = b"fluxify tun v6"
+        os.write(tun.fd, icmpv6_echo_request("fd00:99::2", "fd00:99::1", 0x4343, payload))
+        for _ in range(20):  # skip router solicitations and MLD reports (bounded)
+            reply = read_packet(tun, 2.0)
+            if reply[0] >> 4 == 6 and reply[6] == 58 and reply[40] == 129:
+                break
+        else:
+            pytest.fail("no ICMPv6 echo reply came out of the TUN")
+        assert reply[24:40] == IPv6Address("fd00:99::2").packed
+        assert struct.unpack("!H", reply[44:46])[0] == 0x4343
+        assert reply[48:] == payload
