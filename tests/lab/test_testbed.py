@@ -92,6 +92,17 @@ def test_counters_link_state_and_shaping(bed: Testbed) -> None:
     assert "tbf" not in bed.run(t.client_ns, ["tc", "qdisc", "show", "dev", "wan1"]).stdout
 
 
+def test_random_loss_on_an_isp_link(bed: Testbed) -> None:
+    t = bed.topology
+    isp = t.uplink(1).isp_ns
+    bed.set_loss(isp, ["lan"], 100)
+    try:
+        assert not bed.ping(t.client_ns, t.server_v4.ip, interface="wan1", timeout_s=1)
+    finally:
+        bed.set_loss(isp, ["lan"], 0)
+    assert bed.ping(t.client_ns, t.server_v4.ip, interface="wan1")
+
+
 def test_helpers_refuse_namespaces_outside_the_bed(bed: Testbed) -> None:
     with pytest.raises(HostError, match="not part of test bed"):
         bed.run("some-other-namespace", ["true"])

@@ -39,6 +39,7 @@ def test_loss_ruleset_drops_at_random_on_given_interfaces() -> None:
     script = render(loss_ruleset(["lan"], 7, table="fluxify_lab"))
     assert script.startswith("table inet fluxify_lab {}\n")
     assert '\t\toifname "lan" numgen random mod 100 < 7 drop\n' in script
+    assert '\t\toifname "lan" drop\n' in render(loss_ruleset(["lan"], 100))
 
 
 def test_render_is_pure() -> None:
@@ -64,7 +65,12 @@ def test_render_refuses_unsafe_or_impossible_rulesets(ruleset: Ruleset) -> None:
 @requires_root
 @pytest.mark.parametrize(
     "ruleset",
-    [server_ruleset("tun0"), uplink_ruleset(["wan1", "wan2"]), loss_ruleset(["lan", "wan"], 3)],
+    [
+        server_ruleset("tun0"),
+        uplink_ruleset(["wan1", "wan2"]),
+        loss_ruleset(["lan", "wan"], 3),
+        loss_ruleset(["lan"], 100),
+    ],
 )
 def test_nft_check_mode_accepts_every_rendered_ruleset(netns: str, ruleset: Ruleset) -> None:
     nftables.check(render(ruleset), netns)

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 COMMAND_TIMEOUT_S = 30.0
 STOP_GRACE_S = 5.0
 ISP_NAT_TABLE = "isp_nat"
+LOSS_TABLE = "lab_loss"  # apart from the runners' own "fluxify" table in the same namespace
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,15 @@ class Testbed:
         uplink = self.topology.uplink(number)
         self.shape(self.topology.client_ns, uplink.ifname, rate_mbit)
         self.shape(uplink.isp_ns, uplink.isp_lan_ifname, rate_mbit)
+
+    def set_loss(self, netns: str, ifnames: Sequence[str], percent: int) -> None:
+        """Drop ``percent`` % of what leaves ``ifnames`` in ``netns`` at random (0: stop)."""
+        self._own(netns)
+        if percent == 0:
+            nftables.delete_table(LOSS_TABLE, netns)
+            return
+        ruleset = nftables.loss_ruleset(ifnames, percent, table=LOSS_TABLE)
+        nftables.apply(nftables.render(ruleset), netns)
 
     def _own(self, netns: str) -> None:
         # The helpers only ever act inside this bed: never the host or another bed.

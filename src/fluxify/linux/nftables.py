@@ -114,11 +114,14 @@ def _postrouting_chain(ruleset: Ruleset) -> list[str]:
 def _loss_chain(ruleset: Ruleset) -> list[str]:
     if ruleset.drop_percent <= 0:
         return []
+    # numgen's "< 100" is out of range for nft: a total loss is a plain drop.
+    chance = (
+        "" if ruleset.drop_percent == 100 else f"numgen random mod 100 < {ruleset.drop_percent} "
+    )
     return [
         "\tchain loss {",
         "\t\ttype filter hook postrouting priority filter; policy accept;",
-        f"\t\toifname {_set(ruleset.drop_ifnames)} numgen random mod 100 < "
-        f"{ruleset.drop_percent} drop",
+        f"\t\toifname {_set(ruleset.drop_ifnames)} {chance}drop",
         "\t}",
     ]
 
