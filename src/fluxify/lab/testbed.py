@@ -47,6 +47,36 @@ class Testbed:
 
     topology: Topology
     processes: list["subprocess.Popen[Any]"] = field(default_factory=list)
+    extra_clients: list[str] = field(default_factory=list)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace of this bed, the extra client homes included."""
+        return (*self.topology.namespaces, *self.extra_clients)
+
+    def add_client_home(self) -> str:
+        """Another client namespace (``<name>-cliK``) behind the same ISPs, for multi-client tests.
+
+        It gets ``wan1..wanN`` like the first client, on its own LAN per ISP
+        (192.168.(10K+N).0/24, fd10:(10K+N)::/64), with the same metrics.
+        """
+        index = len(self.extra_clients) + 2
+        netns = f"{self.topology.name}-cli{index}"
+        _run(["ip", "netns", "add", netns])
+        self.extra_clients.append(netns)
+        _ip(netns, "link set lo up")
+        for u in self.topology.uplinks:
+            lan = f"lan{index}"
+            subnet = 10 * index + u.number
+            _ip(netns, f"link add {u.ifname} type veth peer name {lan} netns {u.isp_ns}")
+            _address(netns, u.ifname, f"192.168.{subnet}.2/24", f"fd10:{subnet:x}::2/64")
+            _address(u.isp_ns, lan, f"192.168.{subnet}.1/24", f"fd10:{subnet:x}::1/64")
+            _ip(netns, f"route add default via 192.168.{subnet}.1 dev {u.ifname} metric {u.metric}")
+            _ip(
+                netns,
+                f"-6 route add default via fd10:{subnet:x}::1 dev {u.ifname} metric {u.metric}",
+            )
+        return netns
 
     # commands ------------------------------------------------------------------------------
 
@@ -131,7 +161,7 @@ class Testbed:
 
     def _own(self, netns: str) -> None:
         # The helpers only ever act inside this bed: never the host or another bed.
-        if netns not in self.topology.namespaces:
+        if netns not in self.namespaces:
             raise HostError(f"Namespace {netns!r} is not part of test bed {self.topology.name}.")
 
     # teardown ------------------------------------------------------------------------------
@@ -141,9 +171,9 @@ class Testbed:
         for process in self.processes:
             _stop(process)
         self.processes.clear()
-        for netns in self.topology.namespaces:
+        for netns in self.namespaces:
             _kill_remaining(netns)
-        for netns in self.topology.namespaces:
+        for netns in self.namespaces:
             if netns in list_namespaces():
                 _run(["ip", "netns", "del", netns], check=False)
 

@@ -6,10 +6,12 @@ stop, an exception, or the next start after a crash leaves the host as it was.
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from fluxify.linux import nftables
@@ -132,6 +134,7 @@ class BondingServer:
         logged_drops: dict[str, int] = {}
         while not stop.is_set():
             dataplane.sweep()
+            self._write_stats(dataplane)
             now = time.monotonic()
             if now >= next_drop_log:
                 next_drop_log = now + DROP_LOG_INTERVAL_S
@@ -141,6 +144,19 @@ class BondingServer:
                     logged_drops = drops
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=SWEEP_INTERVAL_S)
+
+    def _write_stats(self, dataplane: ServerDataPlane) -> None:
+        """``<state_dir>/server-stats.json``: sessions, their paths, drops (for tools and tests)."""
+        stats = {
+            "sessions": [asdict(s) for s in dataplane.snapshot()],
+            "drops": dataplane.drops.snapshot(),
+            "tun_packets_read": dataplane.tun_packets_read,
+            "tun_packets_written": dataplane.tun_packets_written,
+        }
+        path = self.state_dir / "server-stats.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(stats))
+        os.replace(tmp, path)
 
 
 async def run_server(config: ServerConfig, state_dir: Path) -> None:
