@@ -69,10 +69,10 @@ def host_snapshot(bed: Testbed, netns: str) -> dict[str, str]:
 def snapshot_diff(before: dict[str, str], after: dict[str, str]) -> str:
     """The lines that differ, per item, for a readable assertion message ("" when equal)."""
     out = []
-    for key in before:
-        if before[key] != after.get(key):
+    for key, old in before.items():
+        if old != after.get(key):
             diff = difflib.unified_diff(
-                before[key].splitlines(), after.get(key, "").splitlines(), lineterm="", n=0
+                old.splitlines(), after.get(key, "").splitlines(), lineterm="", n=0
             )
             out.append(f"{key}:\n" + "\n".join(diff))
     return "\n".join(out)
@@ -94,10 +94,18 @@ class Deployment:
     def issue(self, name: str) -> Path:
         """Issue ``name``'s certificate headlessly; return the client's PKI dir with the bundle."""
         subprocess.run(
-            [BIN / "fluxify-server", "-pki", self.workdir / "pki", "-hosts", str(self.t.server_v4.ip),
-             "-new-client", name],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                BIN / "fluxify-server",
+                "-pki",
+                self.workdir / "pki",
+                "-hosts",
+                str(self.t.server_v4.ip),
+                "-new-client",
+                name,
+            ],
+            check=True,
+            capture_output=True,
+        )
         client_pki = self.workdir / f"client-{name}"
         client_pki.mkdir(exist_ok=True)
         shutil.copy(self.workdir / "pki" / "clients" / "bundles" / f"{name}.pem", client_pki)
@@ -118,7 +126,7 @@ class Deployment:
             state,
             "server.log",
         )
-        wait_until("the server's first stats", lambda: (state / "server-stats.json").exists())
+        wait_until("the server's first stats", (state / "server-stats.json").exists)
 
     def stop_server(self, sig: int = signal.SIGTERM) -> int:
         assert self.server is not None
@@ -136,10 +144,20 @@ class Deployment:
         pki = self.workdir / f"client-{name}"
         state = self.client_state(name)
         (state / "client-stats.json").unlink(missing_ok=True)
-        argv = [BIN / "fluxify-client", "-b", "-server", str(self.t.server_v4.ip), "-ifaces", ifaces,
-                "-pki", pki, "-client", name]  # fmt: skip
+        argv = [
+            BIN / "fluxify-client",
+            "-b",
+            "-server",
+            str(self.t.server_v4.ip),
+            "-ifaces",
+            ifaces,
+            "-pki",
+            pki,
+            "-client",
+            name,
+        ]
         self.clients[name] = self._spawn(netns or self.t.client_ns, argv, state, f"{name}.log")
-        wait_until(f"client {name}'s first stats", lambda: (state / "client-stats.json").exists())
+        wait_until(f"client {name}'s first stats", (state / "client-stats.json").exists)
 
     def stop_client(self, name: str, sig: int = signal.SIGTERM) -> int:
         return _stop(self.clients.pop(name), sig)
@@ -176,17 +194,30 @@ class Deployment:
         port = 5201
         module = [sys.executable, "-m", "fluxify.lab.transfer"]
         receiver = self.bed.spawn(
-            self.t.internet_ns, [*module, "receive", "--port", str(port), "--timeout", "90"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            self.t.internet_ns,
+            [*module, "receive", "--port", str(port), "--timeout", "90"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         assert receiver.stdout is not None
         assert "listening" in receiver.stdout.readline()
         sender = self.bed.spawn(
             self.t.client_ns,
-            [*module, "send", "--host", str(self.t.internet_host_v4.ip), "--port", str(port),
-             "--bytes", str(size), "--timeout", "90"],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            [
+                *module,
+                "send",
+                "--host",
+                str(self.t.internet_host_v4.ip),
+                "--port",
+                str(port),
+                "--bytes",
+                str(size),
+                "--timeout",
+                "90",
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         if during is not None:
             during()
         sent_out, _ = sender.communicate(timeout=120)
