@@ -236,7 +236,9 @@ def _dispatch_server(config: ServerConfig) -> int:
     if config.new_client is not None:
         return _issue_client(config)
     if config.tui:
-        raise _not_yet("the certificate manager TUI (-tui)")
+        from fluxify.tui.server_app import run_server_tui  # noqa: PLC0415
+
+        return run_server_tui(config)
     from fluxify.server.app import run_server  # noqa: PLC0415 - keeps -h fast
 
     _setup_logging(config.verbose)
@@ -396,12 +398,21 @@ def client_main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch_client(config: ClientConfig) -> int:
-    if config.mode is not Mode.BONDING:
-        raise _not_yet(f"the client in {config.mode.value} mode")
-    from fluxify.client.bonding import run_bonding  # noqa: PLC0415 - keeps -h fast
+    # Imports are local: they keep -h fast and each mode loads only what it uses.
     from fluxify.client.settings import default_pki_dir  # noqa: PLC0415
 
+    if config.mode is Mode.TUI:
+        from fluxify.tui.client_app import run_client_tui  # noqa: PLC0415
+
+        return run_client_tui(config)
     _setup_logging(config.verbose)
+    if config.mode is Mode.LOAD_BALANCE:
+        from fluxify.client.loadbalance import run_load_balance  # noqa: PLC0415
+
+        _run_event_loop(run_load_balance(config, _state_dir()))
+        return 0
+    from fluxify.client.bonding import run_bonding  # noqa: PLC0415
+
     pki_dir = config.pki_dir or default_pki_dir()
     _run_event_loop(run_bonding(config, pki_dir, _state_dir()))
     return 0
@@ -471,14 +482,6 @@ def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
         uvloop.install()
     asyncio.run(main)
-
-
-class _NotYetError(FluxifyError):
-    pass
-
-
-def _not_yet(what: str) -> _NotYetError:
-    return _NotYetError(f"{what} is not implemented yet in this version of Fluxify")
 
 
 def _run(prog: str, body: Callable[[], int]) -> int:
