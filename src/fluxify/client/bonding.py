@@ -81,6 +81,7 @@ class BondingClient:
         self.pki_dir = pki_dir
         self.state_dir = state_dir
         self.reconnects = 0
+        self.dataplane: ClientDataPlane | None = None  # set while running, for views (TUI)
         self._tun: Tun | None = None
         self._sockets: list[socket.socket] = []
 
@@ -102,7 +103,7 @@ class BondingClient:
                 tunnel = self._tunnel(response, server_ip)
                 await asyncio.to_thread(self._bring_up_tun, journal, response)
                 assert self._tun is not None
-                dataplane = self._dataplane(plans, family, tunnel, response)
+                self.dataplane = dataplane = self._dataplane(plans, family, tunnel, response)
                 dataplane.attach(loop)
                 try:
                     dataplane.send_handshakes()
@@ -115,6 +116,7 @@ class BondingClient:
                     await self._supervise(dataplane, material, server_ip, response, stop)
                 finally:
                     dataplane.detach(loop)
+                    self.dataplane = None
             finally:
                 self._close()
         log.info("bonding: stopped; host routes, rules and sysctls restored")
