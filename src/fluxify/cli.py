@@ -458,6 +458,42 @@ def bench_main(argv: Sequence[str] | None = None) -> int:
     )
 
 
+# -- fluxify-lab ------------------------------------------------------------------------------
+
+
+def lab_parser() -> FlagParser:
+    parser = FlagParser(
+        prog="fluxify-lab",
+        description="The namespace lab: emulated uplinks, a server and an internet host.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=FlagParser)
+    demo = sub.add_parser("demo", help="two shaped uplinks, each alone and bonded; table + plot")
+    demo.add_argument(
+        "--seconds",
+        type=int_value,
+        default=8,
+        metavar="N",
+        help="length of each iperf3 run (default 8)",
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/demo"),
+        metavar="PREFIX",
+        help="write PREFIX.json and PREFIX.png (default out/demo)",
+    )
+    return parser
+
+
+def lab_main(argv: Sequence[str] | None = None) -> int:
+    ns = lab_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if ns.seconds < 1:
+        lab_parser().error("argument --seconds: expected at least 1")
+    from fluxify.lab.demo import run_demo  # noqa: PLC0415 - heavy, only here
+
+    return _run("fluxify-lab", lambda: run_demo(ns.out, seconds=ns.seconds))
+
+
 # -- shared -----------------------------------------------------------------------------------
 
 DEFAULT_STATE_DIR = Path("/run/fluxify")

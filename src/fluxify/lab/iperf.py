@@ -1,0 +1,86 @@
+"""iperf3 between namespaces of a test bed: one measured TCP (or UDP) run, as Mbit/s."""
+
+import json
+import subprocess
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fluxify.errors import HostError
+from fluxify.lab.testbed import Testbed
+
+IPERF_PORT = 5301
+STARTUP_GRACE_S = 0.3
+
+
+@dataclass(frozen=True)
+class IperfResult:
+    """Receiver goodput (Mbit/s), sender retransmits, measured duration."""
+
+    mbit_s: float
+    retransmits: int
+    seconds: float
+
+
+def iperf(
+    bed: Testbed,
+    *,
+    client_ns: str,
+    server_ns: str,
+    target: str,
+    seconds: float,
+    bind_dev: str | None = None,
+    reverse: bool = False,
+    port: int = IPERF_PORT,
+) -> IperfResult:
+    """One TCP stream from ``client_ns`` to ``target`` (an address in ``server_ns``).
+
+    ``bind_dev`` pins the client to one interface (SO_BINDTODEVICE), which is how a single
+    uplink is measured alone. ``reverse`` measures the download direction.
+    """
+    server = bed.spawn(
+        server_ns,
+        ["iperf3", "-s", "-1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        argv = ["iperf3", "-c", target, "-p", str(port), "-t", f"{seconds:g}", "-J"]
+        argv += ["--connect-timeout", "3000"]
+        if bind_dev is not None:
+            argv += ["--bind-dev", bind_dev]
+        if reverse:
+            argv.append("-R")
+        done = _run_client(bed, client_ns, argv, seconds)
+    finally:
+        if server.poll() is None:
+            server.terminate()
+        server.wait(timeout=10)
+    return _parse(done)
+
+
+def _run_client(bed: Testbed, netns: str, argv: list[str], seconds: float) -> dict[str, Any]:
+    for _attempt in range(20):  # the server needs a moment to listen; bounded retries
+        done = bed.run(netns, argv, check=False, timeout=seconds + 30)
+        try:
+            report: dict[str, Any] = json.loads(done.stdout or "{}")
+        except json.JSONDecodeError:
+            report = {"error": done.stdout[-200:] or done.stderr[-200:]}
+        error = str(report.get("error", ""))
+        if "Connection refused" not in error:
+            return report
+        time.sleep(STARTUP_GRACE_S)
+    return report
+
+
+def _parse(report: dict[str, Any]) -> IperfResult:
+    if "error" in report:
+        raise HostError(f"iperf3 failed: {report['error']}")
+    end = report["end"]
+    received = end["sum_received"]
+    sent = end.get("sum_sent", {})
+    return IperfResult(
+        mbit_s=round(received["bits_per_second"] / 1e6, 2),
+        retransmits=int(sent.get("retransmits", 0)),
+        seconds=round(received["seconds"], 2),
+    )
