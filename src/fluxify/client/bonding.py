@@ -46,8 +46,9 @@ from fluxify.protocol.session import DataSession
 
 log = logging.getLogger(__name__)
 
-FAST_HEARTBEAT_INTERVAL_S = 0.5  # towards a server that accepted FEATURE_FAST_HEARTBEAT
+FAST_HEARTBEAT_INTERVAL_S = 0.25  # towards a server that accepted FEATURE_FAST_HEARTBEAT
 MISSED_HEARTBEATS_BEFORE_DEAD = 4
+MIN_DEAD_AFTER_S = 1.6  # a loaded path may go quiet this long without being dead
 RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 STATS_INTERVAL_S = 1.0
 STATS_LOG_INTERVAL_S = 10.0
@@ -179,7 +180,7 @@ class BondingClient:
             self._tun.fd,
             uplinks,
             tunnel,
-            dead_after_s=interval * MISSED_HEARTBEATS_BEFORE_DEAD + 0.1,
+            dead_after_s=max(interval * MISSED_HEARTBEATS_BEFORE_DEAD, MIN_DEAD_AFTER_S),
         )
 
     async def _supervise(

@@ -1,9 +1,10 @@
 """The client's data plane: TUN ⇄ one UDP socket per uplink ⇄ the server, on event-loop readers.
 
-Uplink: each TUN packet whose source is our inner address is sealed once and sent round-robin
-on the next alive uplink. Downlink: each uplink socket is drained, datagrams opened, IP packets
-written to the TUN, heartbeat echoes turned into round-trip samples. A path is alive while it
-hears from the server within ``dead_after_s``; heartbeats go on every path, dead or alive, so a
+Uplink: each TUN packet from our inner address is sealed once and sent on the next uplink of
+a weighted round-robin over alive uplinks (weights shrink on paths whose queue builds up).
+Downlink: each uplink socket is drained, datagrams opened, IP packets written to the TUN,
+heartbeat echoes turned into round-trip samples. A path is alive while it hears from the server
+within ``dead_after_s``; heartbeats go on every path, dead or alive, so a
 path that recovers is revived by its first echo.
 """
 
@@ -19,6 +20,7 @@ from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import PacketType
 from fluxify.protocol.heartbeat import round_trip_ns
 from fluxify.protocol.paths import PathSnapshot, PathState
+from fluxify.protocol.pathweights import QueueDelayWeights, normalize
 from fluxify.protocol.scheduler import RoundRobin
 from fluxify.protocol.session import DataSession
 
@@ -71,6 +73,7 @@ class ClientDataPlane:
         self.tunnel = tunnel
         self.dead_after_s = dead_after_s
         self.drops = DropCounters()
+        self.weights = QueueDelayWeights()
         self.scheduler: RoundRobin[Uplink] = RoundRobin()
         self.scheduler.refresh(self.uplinks)
         self._clock = clock
@@ -164,6 +167,9 @@ class ClientDataPlane:
                 rtt_ns = round_trip_ns(payload, self._wall_clock_ns())
                 if rtt_ns is not None:
                     uplink.add_delay_sample(rtt_ns / 1e9)
+                    if self.weights.on_sample(uplink, rtt_ns / 1e9, now):
+                        normalize(self.uplinks)
+                        self.scheduler.refresh(self.uplinks)
                 if not uplink.alive:
                     self.check_liveness()
 

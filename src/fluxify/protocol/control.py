@@ -22,7 +22,7 @@ MAX_CONTROL_MESSAGE_BYTES = 64 * 1024
 EXTENSION_FIELD = "fluxify"
 EXTENSION_VERSION = 2
 # Extension features (SPEC §5). A feature is used only when both peers listed it.
-FEATURE_FAST_HEARTBEAT = "fast-heartbeat"  # 0.5 s heartbeats; the server ages paths in 1.5 s
+FEATURE_FAST_HEARTBEAT = "fast-heartbeat"  # sub-second heartbeats; server ages paths in 1.5 s
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 

@@ -18,6 +18,7 @@ class PathSnapshot:
     label: str
     alive: bool
     rtt_ms: float | None
+    weight: float
     idle_s: float
     tx_packets: int
     tx_bytes: int
@@ -43,12 +44,14 @@ class PathState:
         "rx_packets",
         "tx_bytes",
         "tx_packets",
+        "weight",
     )
 
     def __init__(self, label: str, now: float) -> None:
         self.label = label
         self.alive = True
         self.delay_s: float | None = None
+        self.weight = 1.0  # share of traffic relative to the other paths (see pathweights)
         self.last_rx_s = now
         self.tx_packets = 0
         self.tx_bytes = 0
@@ -82,6 +85,7 @@ class PathState:
             label=self.label,
             alive=self.alive,
             rtt_ms=None if self.delay_s is None else round(self.delay_s * 1000, 2),
+            weight=round(self.weight, 3),
             idle_s=round(self.silent_for(now), 2),
             tx_packets=self.tx_packets,
             tx_bytes=self.tx_bytes,

@@ -61,6 +61,7 @@ class DataSession:
         "_seq",
         "compression",
         "drops",
+        "received_seq",
         "replay",
         "session_id",
     )
@@ -81,6 +82,7 @@ class DataSession:
         self.compression = compression or CompressionPolicy()
         self.drops = drops or DropCounters()
         self.replay = ReplayWindow()
+        self.received_seq = 0  # number of the last IP packet ``open`` accepted
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -166,4 +168,5 @@ class DataSession:
         if not ip_version_ok(plaintext):
             counts[DropReason.NOT_IP] += 1
             return None
+        self.received_seq = seq
         return _IP, plaintext

@@ -21,6 +21,7 @@ from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import PacketType, peek_session_id
 from fluxify.protocol.heartbeat import PATH_STALE_AFTER_S, unpack_heartbeat
 from fluxify.protocol.paths import PathSnapshot, PathState
+from fluxify.protocol.reorder import ReorderBuffer
 from fluxify.protocol.scheduler import LowestDelay
 from fluxify.protocol.session import DataSession
 from fluxify.server.udp_socket import (
@@ -39,6 +40,10 @@ TUN_READ_BYTES = 65536
 PATH_IDLE_S = 30.0  # a path silent this long is forgotten (NAT rebinding leaves old ones)
 SESSION_IDLE_S = 120.0  # a session with no authenticated uplink this long is expired
 MAX_PATHS_PER_SESSION = 16
+REORDER_MARGIN_S = 0.015
+MIN_REORDER_HOLD_S = 0.020
+MAX_REORDER_HOLD_S = 0.200
+REORDER_TICK_S = 0.005  # how often held packets are checked for expiry while any are held
 
 _IP = int(PacketType.IP)
 _HEARTBEAT = int(PacketType.HEARTBEAT)
@@ -65,6 +70,7 @@ class ServerSession:
         "inner_v6",
         "last_seen_s",
         "paths",
+        "reorder",
         "scheduler",
         "session_id",
     )
@@ -80,6 +86,19 @@ class ServerSession:
         self.last_seen_s = now
         self.paths: dict[Address, ServerPath] = {}
         self.scheduler: LowestDelay[ServerPath] = LowestDelay(PATH_STALE_AFTER_S)
+        self.reorder = ReorderBuffer()
+
+    def tune_reorder_hold(self, now: float) -> None:
+        """Hold out-of-order packets about as long as the paths' delays differ, plus margin."""
+        delays = [
+            p.delay_s
+            for p in self.paths.values()
+            if p.delay_s is not None and now - p.last_rx_s <= self.scheduler.stale_after_s
+        ]
+        spread = max(delays) - min(delays) if len(delays) > 1 else 0.0
+        self.reorder.hold_s = min(
+            max(1.5 * spread + REORDER_MARGIN_S, MIN_REORDER_HOLD_S), MAX_REORDER_HOLD_S
+        )
 
 
 @dataclass(frozen=True)
@@ -118,6 +137,9 @@ class ServerDataPlane:
         self._wall_clock_ns = wall_clock_ns
         self.tun_packets_written = 0
         self.tun_packets_read = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reorder_timer: asyncio.TimerHandle | None = None
+        self._holding: set[ServerSession] = set()
 
     # -- sessions (control plane side) ------------------------------------------------------
 
@@ -152,6 +174,7 @@ class ServerDataPlane:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return
+        self._holding.discard(session)
         for key in (session.inner_v4, session.inner_v6):
             if self.by_inner.get(key) is session:
                 del self.by_inner[key]
@@ -159,12 +182,17 @@ class ServerDataPlane:
     # -- event loop --------------------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         loop.add_reader(self.sock.fileno(), self.on_datagrams)
         loop.add_reader(self.tun_fd, self.on_tun_packets)
 
     def detach(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.sock.fileno())
         loop.remove_reader(self.tun_fd)
+        if self._reorder_timer is not None:
+            self._reorder_timer.cancel()
+            self._reorder_timer = None
+        self._loop = None
 
     def on_datagrams(self) -> None:
         """Drain the UDP socket: open, learn paths, write IP packets, echo heartbeats."""
@@ -172,6 +200,19 @@ class ServerDataPlane:
         sessions = self.sessions
         counts = self.drops.counts
         now = self._clock()
+        try:
+            self._drain_datagrams(recvmsg, sessions, counts, now)
+        finally:
+            if self._holding and self._reorder_timer is None and self._loop is not None:
+                self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._expire_held)
+
+    def _drain_datagrams(
+        self,
+        recvmsg: Callable[[int, int], tuple[bytes, list[tuple[int, int, bytes]], int, Address]],
+        sessions: dict[int, ServerSession],
+        counts: list[int],
+        now: float,
+    ) -> None:
         for _ in range(DRAIN_BUDGET):
             try:
                 data, ancdata, _flags, address = recvmsg(RECEIVE_BUFFER_BYTES, ANCILLARY_SPACE)
@@ -196,11 +237,11 @@ class ServerDataPlane:
             session.last_seen_s = now
             ptype, payload = opened
             if ptype == _IP:
-                self._deliver(session, payload)
+                self._deliver(session, payload, now)
             elif ptype == _HEARTBEAT:
                 self._echo(session, path, payload, now)
 
-    def _deliver(self, session: ServerSession, packet: bytes) -> None:
+    def _deliver(self, session: ServerSession, packet: bytes, now: float) -> None:
         if packet[0] >> 4 == 4:
             own = packet[12:16] == session.inner_v4
         else:
@@ -208,6 +249,27 @@ class ServerDataPlane:
         if not own:
             self.drops.counts[DropReason.SPOOFED_SOURCE] += 1
             return
+        ready = session.reorder.push(session.codec.received_seq, packet, now)
+        if ready is None:
+            self._write_tun(packet)
+            return
+        for held in ready:
+            self._write_tun(held)
+        if session.reorder.held:
+            self._holding.add(session)
+
+    def _expire_held(self) -> None:
+        self._reorder_timer = None
+        now = self._clock()
+        for session in list(self._holding):
+            for packet in session.reorder.expire(now):
+                self._write_tun(packet)
+            if not session.reorder.held:
+                self._holding.discard(session)
+        if self._holding and self._loop is not None:
+            self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._expire_held)
+
+    def _write_tun(self, packet: bytes) -> None:
         try:
             os.write(self.tun_fd, packet)
         except BlockingIOError:
@@ -301,6 +363,7 @@ class ServerDataPlane:
                     del session.paths[address]
                     log.info("session %08x: path %s forgotten", session.session_id, path.label)
             session.scheduler.refresh(list(session.paths.values()), now)
+            session.tune_reorder_hold(now)
 
     def snapshot(self) -> list[SessionSnapshot]:
         now = self._clock()
