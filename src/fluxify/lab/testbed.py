@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fluxify.errors import HostError
+from fluxify.lab import delay
 from fluxify.lab.topology import Topology, Uplink, plan
 from fluxify.linux import nftables, sysctl
 
@@ -48,6 +49,7 @@ class Testbed:
     topology: Topology
     processes: list["subprocess.Popen[Any]"] = field(default_factory=list)
     extra_clients: list[str] = field(default_factory=list)
+    delays: dict[tuple[int, str], delay.DelayProcess] = field(default_factory=dict)
 
     @property
     def namespaces(self) -> tuple[str, ...]:
@@ -158,6 +160,37 @@ class Testbed:
             return
         ruleset = nftables.loss_ruleset(ifnames, percent, table=LOSS_TABLE)
         nftables.apply(nftables.render(ruleset), netns)
+
+    def set_delay(
+        self, number: int, delay_ms: float, jitter_ms: float = 0.0, *, direction: str = "both"
+    ) -> None:
+        """Hold what crosses ISP ``number`` for ``delay_ms`` ± ``jitter_ms`` (never reordered).
+
+        ``direction`` is ``"up"`` (client to server), ``"down"`` or ``"both"`` (each way gets the
+        full delay: ping RTT grows by 2 x ``delay_ms``). Replaces that direction's delay; set
+        it after ``add_client_home`` for those homes to be delayed too. See ``lab.delay``.
+        """
+        uplink = self.topology.uplink(number)
+        self.clear_delay(number, direction)
+        for way in delay.directions(direction):
+            running = delay.start(self.spawn, uplink.isp_ns, way, delay_ms, jitter_ms)
+            self.delays[number, way.name] = running
+        self._steer_delays(number)
+
+    def clear_delay(self, number: int, direction: str = "both") -> dict[str, dict[str, float]]:
+        """Remove uplink ``number``'s delay; the stopped directions' counters by direction."""
+        stopping = [
+            self.delays.pop((number, way.name), None) for way in delay.directions(direction)
+        ]
+        if any(stopping):
+            self._steer_delays(number)  # first stop steering, then stop the processes
+        return {r.direction.name: delay.stop(r) for r in stopping if r is not None}
+
+    def _steer_delays(self, number: int) -> None:
+        uplink = self.topology.uplink(number)
+        active = [way for way in (delay.UP, delay.DOWN) if (number, way.name) in self.delays]
+        lans = [uplink.isp_lan_ifname] + [f"lan{k + 2}" for k in range(len(self.extra_clients))]
+        delay.steer(uplink.isp_ns, active, lans, uplink.isp_wan_ifname)
 
     def _own(self, netns: str) -> None:
         # The helpers only ever act inside this bed: never the host or another bed.
