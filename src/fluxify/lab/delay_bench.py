@@ -134,10 +134,12 @@ def report(results: dict[str, Any]) -> str:
     lines = [f"path floor (no emulator), one-way: {results['floor_100mbit']['owd_ms']['p50']} ms"]
     for rate in (100, 200):
         a = results[f"accuracy_{rate}mbit"]
+        errors = " ".join(
+            f"{name} {a[f'{name}_error_ms']:+.3f}" for name in ("median", "p1", "p99", "max")
+        )
         lines.append(
-            f"{rate:>4} Mbit/s UDP, {a['configured_ms']:g} ms: error"
-            f" median {a['median_error_ms']:+.3f} p1 {a['p1_error_ms']:+.3f} p99 {a['p99_error_ms']:+.3f} max {a['max_error_ms']:+.3f}"
-            f" ms, lost {a['lost']}, reordered {a['reordered']}"
+            f"{rate:>4} Mbit/s UDP, {a['configured_ms']:g} ms: error {errors} ms,"
+            f" lost {a['lost']}, reordered {a['reordered']}"
         )
     c = results["capacity"]
     lines.append(
