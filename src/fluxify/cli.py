@@ -112,6 +112,17 @@ def address_list(text: str) -> tuple[IPv4Address | IPv6Address, ...]:
     return tuple(addresses)
 
 
+def weight_list(text: str) -> tuple[int, ...]:
+    weights = []
+    for item in (item.strip() for item in text.split(",")):
+        if not item.isdigit() or not 1 <= int(item) <= 256:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated weights in 1..256, {item!r} is not one"
+            )
+        weights.append(int(item))
+    return tuple(weights)
+
+
 def host_list(text: str) -> tuple[str, ...]:
     hosts = csv_items(text)
     for host in hosts:
@@ -353,6 +364,23 @@ def client_parser() -> FlagParser:
         help="gateways, paired with -ifaces by position (default: discovered)",
     )
     _add_flag(
+        parser,
+        "probe",
+        type=address_list,
+        default=(),
+        metavar="IP,IP",
+        help="load-balance: addresses to ping through each uplink, v4 and/or v6 "
+        "(default 1.1.1.1,8.8.8.8 and their IPv6 twins)",
+    )
+    _add_flag(
+        parser,
+        "weights",
+        type=weight_list,
+        default=(),
+        metavar="N,N",
+        help="load-balance: nexthop weight 1..256 per interface, by -ifaces position (default 1)",
+    )
+    _add_flag(
         parser, "tui-autostart", action="store_true", dest="tui_autostart", help=argparse.SUPPRESS
     )
     _add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
@@ -386,6 +414,8 @@ def parse_client_args(argv: Sequence[str]) -> ClientConfig:
         control_port=ns.ctrl,
         policy_routing=ns.policy_routing,
         gateways=ns.gws,
+        probe_targets=ns.probe,
+        weights=ns.weights,
         tui_autostart=ns.tui_autostart,
         verbose=ns.verbose,
         explicit=explicit,

@@ -46,6 +46,8 @@ class ClientConfig:
     control_port: int = DEFAULT_CONTROL_PORT
     policy_routing: bool = False
     gateways: tuple[IPv4Address | IPv6Address, ...] = ()
+    probe_targets: tuple[IPv4Address | IPv6Address, ...] = ()  # load-balance; () = defaults
+    weights: tuple[int, ...] = ()  # load-balance nexthop weights by -ifaces position; () = 1 each
     tui_autostart: bool = False
     verbose: bool = False
     explicit: frozenset[str] = frozenset()
