@@ -91,6 +91,10 @@ def test_client_gets_a_new_session_after_the_server_restarts(tmp_path: Path) -> 
         assert not dep.ping_internet()
         dep.start_server()
         wait_until("ping after the server restart", dep.ping_internet, timeout_s=30)
+        wait_until(
+            "the stats to show the new session",
+            lambda: dep.client_stats("alice")["reconnects"] >= 1,
+        )
         stats = dep.client_stats("alice")
         assert stats["reconnects"] >= 1
         assert stats["session_id"] != first_session

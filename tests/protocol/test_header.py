@@ -33,15 +33,16 @@ def test_layout_matches_the_spec_byte_for_byte() -> None:
 def test_pack_unpack_round_trip(
     ptype: int, session_id: int, seq: int, payload: int, flag: int
 ) -> None:
-    header = unpack_header(pack_header(ptype, session_id, seq, payload, flag))
-    assert header == Header(1, ptype, session_id, seq, payload + 28, flag)
+    header = unpack_header(pack_header(ptype, session_id, seq, payload, flag, flags=flag ^ 1))
+    assert header == Header(1, ptype, session_id, seq, payload + 28, flag, flag ^ 1)
 
 
-def test_reserved_bytes_1_to_9_are_zero_and_ignored_on_read() -> None:
+def test_reserved_bytes_2_to_9_are_zero_and_ignored_on_read() -> None:
     packed = bytearray(pack_header(1, 7, 9, 100, 1))
-    assert packed[13:22] == bytes(9)
-    packed[13:22] = b"\xff" * 9
-    assert unpack_header(bytes(packed)).compression == 1
+    assert packed[13:22] == bytes(9)  # flags 0 towards v1 peers, as Go sends
+    packed[14:22] = b"\xff" * 8
+    header = unpack_header(bytes(packed))
+    assert (header.compression, header.flags) == (1, 0)
 
 
 def test_unpack_refuses_short_input() -> None:

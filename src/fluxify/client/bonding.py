@@ -37,6 +37,7 @@ from fluxify.pki.client_material import ClientMaterial, load_client_material
 from fluxify.protocol.addresses import TUN_MTU, TUN_PREFIX_V4, TUN_PREFIX_V6
 from fluxify.protocol.control import (
     FEATURE_FAST_HEARTBEAT,
+    FEATURE_PATH_PROBE,
     Extensions,
     SessionRequest,
     SessionResponse,
@@ -52,7 +53,7 @@ MIN_DEAD_AFTER_S = 1.6  # a loaded path may go quiet this long without being dea
 RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 STATS_INTERVAL_S = 1.0
 STATS_LOG_INTERVAL_S = 10.0
-OFFERED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT})
+OFFERED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE})
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class BondingStats:
     reconnects: int
     paths: list[dict[str, object]]
     drops: dict[str, int]
+    reorder: dict[str, float]
 
 
 class BondingClient:
@@ -144,6 +146,8 @@ class BondingClient:
             server=(server_ip, response.udp_port),
             inner_v4=response.client_ip.packed,
             inner_v6=response.client_ip6.packed if response.client_ip6 else b"",
+            probing=response.extensions is not None
+            and FEATURE_PATH_PROBE in response.extensions.features,
         )
 
     def _bring_up_tun(self, journal: Journal, response: SessionResponse) -> None:
@@ -269,6 +273,11 @@ class BondingClient:
             reconnects=self.reconnects,
             paths=[asdict(p) for p in dataplane.snapshot()],
             drops=dataplane.drops.snapshot(),
+            reorder={
+                "hold_ms": round(dataplane.reorder.hold_s * 1000, 1),
+                "skipped_gaps": dataplane.reorder.skipped_gaps,
+                "released_late": dataplane.reorder.released_late,
+            },
         )
         path = self.state_dir / "client-stats.json"
         tmp = path.with_suffix(".tmp")

@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from fluxify.protocol.drops import DropCounters, DropReason
-from fluxify.protocol.header import PacketType
+from fluxify.protocol.header import HeartbeatFlag, PacketType
 from fluxify.protocol.heartbeat import round_trip_ns
 from fluxify.protocol.paths import PathSnapshot, PathState
 from fluxify.protocol.pathweights import QueueDelayWeights, normalize
+from fluxify.protocol.reorder import ReorderBuffer
 from fluxify.protocol.scheduler import RoundRobin
 from fluxify.protocol.session import DataSession
 
@@ -32,6 +33,12 @@ TUN_READ_BYTES = 65536
 
 _IP = int(PacketType.IP)
 _HEARTBEAT = int(PacketType.HEARTBEAT)
+_PROBE = int(HeartbeatFlag.PROBE)
+REORDER_TICK_S = 0.005
+REORDER_SPREAD_FACTOR = 1.5  # hold out-of-order packets 1.5x the paths' RTT spread, plus margin
+REORDER_MARGIN_S = 0.015
+MIN_REORDER_HOLD_S = 0.020
+MAX_REORDER_HOLD_S = 0.200
 
 
 class Uplink(PathState):
@@ -53,6 +60,7 @@ class Tunnel:
     server: tuple[str, int]
     inner_v4: bytes
     inner_v6: bytes
+    probing: bool = False  # path-probe negotiated: echo probes, reorder the downlink
 
 
 class ClientDataPlane:
@@ -80,10 +88,15 @@ class ClientDataPlane:
         self._wall_clock_ns = wall_clock_ns
         self.tun_packets_read = 0
         self.tun_packets_written = 0
+        self.reorder = ReorderBuffer()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reorder_timer: asyncio.TimerHandle | None = None
 
     def use_tunnel(self, tunnel: Tunnel) -> None:
         """Switch to a new session (after the old one was lost) and greet the server again."""
         self.tunnel = tunnel
+        self._flush_reorder(everything=True)
+        self.reorder = ReorderBuffer(self.reorder.hold_s)  # the new session numbers from 1
         now = self._clock()
         for uplink in self.uplinks:
             uplink.last_rx_s = now  # a fresh grace period: the new session has not spoken yet
@@ -93,6 +106,7 @@ class ClientDataPlane:
     # -- event loop --------------------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
         loop.add_reader(self.tun_fd, self.on_tun_packets)
         for uplink in self.uplinks:
             loop.add_reader(uplink.sock.fileno(), self.on_datagrams, uplink)
@@ -101,6 +115,10 @@ class ClientDataPlane:
         loop.remove_reader(self.tun_fd)
         for uplink in self.uplinks:
             loop.remove_reader(uplink.sock.fileno())
+        if self._reorder_timer is not None:
+            self._reorder_timer.cancel()
+            self._reorder_timer = None
+        self._loop = None
 
     def on_tun_packets(self) -> None:
         read = os.read
@@ -162,8 +180,14 @@ class ClientDataPlane:
             uplink.last_rx_s = now
             ptype, payload = opened
             if ptype == _IP:
-                self._write_tun(payload)
+                if self.tunnel.probing:
+                    self._reordered(codec.received_seq, payload, now)
+                else:
+                    self._write_tun(payload)
             elif ptype == _HEARTBEAT:
+                if codec.received_flags & _PROBE:
+                    self._send_control(uplink, codec.seal_probe_echo(payload))
+                    continue
                 rtt_ns = round_trip_ns(payload, self._wall_clock_ns())
                 if rtt_ns is not None:
                     uplink.add_delay_sample(rtt_ns / 1e9)
@@ -172,6 +196,26 @@ class ClientDataPlane:
                         self.scheduler.refresh(self.uplinks)
                 if not uplink.alive:
                     self.check_liveness()
+
+    def _reordered(self, seq: int, packet: bytes, now: float) -> None:
+        ready = self.reorder.push(seq, packet, now)
+        if ready is None:
+            self._write_tun(packet)
+            return
+        for held in ready:
+            self._write_tun(held)
+        if self.reorder.held and self._reorder_timer is None and self._loop is not None:
+            self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._flush_reorder)
+
+    def _flush_reorder(self, everything: bool = False) -> None:
+        if self._reorder_timer is not None:
+            self._reorder_timer.cancel()  # harmless when it is the timer now firing
+            self._reorder_timer = None
+        now = float("inf") if everything else self._clock()
+        for packet in self.reorder.expire(now):
+            self._write_tun(packet)
+        if self.reorder.held and self._loop is not None:
+            self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._flush_reorder)
 
     def _write_tun(self, packet: bytes) -> None:
         try:
@@ -212,6 +256,12 @@ class ClientDataPlane:
                 log.warning("uplink %s is %s", uplink.ifname, "back up" if alive else "down")
         if changed:
             self.scheduler.refresh(self.uplinks)
+        delays = [u.delay_s for u in self.uplinks if u.alive and u.delay_s is not None]
+        spread = max(delays) - min(delays) if len(delays) > 1 else 0.0
+        self.reorder.hold_s = min(
+            max(REORDER_SPREAD_FACTOR * spread + REORDER_MARGIN_S, MIN_REORDER_HOLD_S),
+            MAX_REORDER_HOLD_S,
+        )
 
     @property
     def all_dead(self) -> bool:

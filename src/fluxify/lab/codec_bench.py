@@ -65,7 +65,7 @@ def _v1_original_seal(key: bytes, packet: bytes) -> bytes:
     if len(packed) < len(packet):
         payload, flag = packed, Compression.GZIP
     header = HEADER.pack(
-        PROTOCOL_VERSION, PacketType.IP, BENCH_SESSION_ID, 1, len(payload) + 28, flag
+        PROTOCOL_VERSION, PacketType.IP, BENCH_SESSION_ID, 1, len(payload) + 28, flag, 0
     )
     nonce = os.urandom(12)
     return header + nonce + AESGCM(key).encrypt(nonce, payload, header)

@@ -23,6 +23,9 @@ EXTENSION_FIELD = "fluxify"
 EXTENSION_VERSION = 2
 # Extension features (SPEC §5). A feature is used only when both peers listed it.
 FEATURE_FAST_HEARTBEAT = "fast-heartbeat"  # sub-second heartbeats; server ages paths in 1.5 s
+# The server probes each path (heartbeat flag PROBE, echoed by the client), spreads the downlink
+# over paths by queue-delay weights, and numbers IP packets without gaps so the client reorders.
+FEATURE_PATH_PROBE = "path-probe"
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 

@@ -18,8 +18,9 @@ SESSION_ID_SIZE = 4
 MIN_DATAGRAM_SIZE = HEADER_SIZE + NONCE_SIZE + TAG_SIZE  # 50: an empty sealed payload
 MAX_SEQ = 0xFFFF_FFFF
 
-# version, type, session id, seq, length, reserved[0] (compression), reserved[1..9] (zero in v1)
-HEADER = struct.Struct(">BBIIHB9x")
+# version, type, session id, seq, length, reserved[0] (compression), reserved[1] (flags of the
+# negotiated extensions, zero towards v1 peers, who ignore it), reserved[2..9] (zero)
+HEADER = struct.Struct(">BBIIHBB8x")
 SESSION_ID = struct.Struct(">I")
 assert HEADER.size == HEADER_SIZE
 
@@ -39,6 +40,13 @@ class Compression(IntEnum):
     GZIP = 1
 
 
+class HeartbeatFlag(IntEnum):
+    """``reserved[1]`` of a heartbeat (extension ``path-probe``; never sent to v1 peers)."""
+
+    PROBE = 1  # the server's own stamp: echo it back on the path it came by
+    PROBE_ECHO = 2  # the client returning a PROBE
+
+
 class Header(NamedTuple):
     version: int
     type: int
@@ -46,10 +54,17 @@ class Header(NamedTuple):
     seq: int
     length: int
     compression: int
+    flags: int
 
 
 def pack_header(
-    packet_type: int, session_id: int, seq: int, payload_size: int, compression: int = 0
+    packet_type: int,
+    session_id: int,
+    seq: int,
+    payload_size: int,
+    compression: int = 0,
+    *,
+    flags: int = 0,
 ) -> bytes:
     """The header for a sealed plaintext of ``payload_size`` bytes (length = 12 + n + 16)."""
     return HEADER.pack(
@@ -59,6 +74,7 @@ def pack_header(
         seq,
         NONCE_SIZE + payload_size + TAG_SIZE,
         compression,
+        flags,
     )
 
 

@@ -64,7 +64,9 @@ class Sealer:
         self._nonces = nonces or RandomNonces()
         self.session_id = session_id
 
-    def seal(self, packet_type: int, seq: int, compression: int, plaintext: bytes) -> bytes:
+    def seal(
+        self, packet_type: int, seq: int, compression: int, plaintext: bytes, flags: int = 0
+    ) -> bytes:
         header = HEADER.pack(
             PROTOCOL_VERSION,
             packet_type,
@@ -72,6 +74,7 @@ class Sealer:
             seq,
             len(plaintext) + _SEAL_OVERHEAD,
             compression,
+            flags,
         )
         nonce = self._nonces()
         return header + nonce + self._aead.encrypt(nonce, plaintext, header)

@@ -18,6 +18,7 @@ from fluxify.protocol.header import (
     MIN_DATAGRAM_SIZE,
     PROTOCOL_VERSION,
     Compression,
+    HeartbeatFlag,
     PacketType,
 )
 from fluxify.protocol.heartbeat import HANDSHAKE_PAYLOAD, pack_heartbeat
@@ -34,6 +35,8 @@ _HEARTBEAT = int(PacketType.HEARTBEAT)
 _HANDSHAKE = int(PacketType.HANDSHAKE)
 _GZIP = int(Compression.GZIP)
 _NONE = int(Compression.NONE)
+_PROBE = int(HeartbeatFlag.PROBE)
+_PROBE_ECHO = int(HeartbeatFlag.PROBE_ECHO)
 
 
 def ip_version_ok(packet: bytes) -> bool:
@@ -61,6 +64,7 @@ class DataSession:
         "_seq",
         "compression",
         "drops",
+        "received_flags",
         "received_seq",
         "replay",
         "session_id",
@@ -83,6 +87,7 @@ class DataSession:
         self.drops = drops or DropCounters()
         self.replay = ReplayWindow()
         self.received_seq = 0  # number of the last IP packet ``open`` accepted
+        self.received_flags = 0  # reserved[1] of the last heartbeat ``open`` accepted
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -105,6 +110,14 @@ class DataSession:
         """The server's echo: the same payload bytes, unnumbered (the original numbered them)."""
         return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, heartbeat_payload)
 
+    def seal_probe(self, now_ns: int) -> bytes:
+        """A heartbeat the peer must echo back (extension ``path-probe``)."""
+        stamp = pack_heartbeat(now_ns)
+        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, stamp, _PROBE)
+
+    def seal_probe_echo(self, probe_payload: bytes) -> bytes:
+        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, probe_payload, _PROBE_ECHO)
+
     def seal_handshake(self) -> bytes:
         return self._sealer.seal(_HANDSHAKE, UNNUMBERED_SEQ, _NONE, HANDSHAKE_PAYLOAD)
 
@@ -126,7 +139,7 @@ class DataSession:
         if size < MIN_DATAGRAM_SIZE:
             counts[DropReason.TOO_SHORT] += 1
             return None
-        version, ptype, session_id, seq, length, flag = HEADER.unpack_from(datagram)
+        version, ptype, session_id, seq, length, flag, flags = HEADER.unpack_from(datagram)
         if length != size - HEADER_SIZE:
             counts[DropReason.LENGTH_MISMATCH] += 1
             return None
@@ -143,7 +156,10 @@ class DataSession:
             return None
         if ptype == _IP:
             return self._accept_ip(seq, flag, plaintext)
-        if ptype in (_HEARTBEAT, _HANDSHAKE):
+        if ptype == _HEARTBEAT:
+            self.received_flags = flags
+            return ptype, plaintext
+        if ptype == _HANDSHAKE:
             return ptype, plaintext
         counts[DropReason.UNKNOWN_TYPE] += 1
         return None

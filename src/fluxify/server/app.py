@@ -26,7 +26,7 @@ from fluxify.protocol.addresses import (
     TUN_PREFIX_V4,
     TUN_PREFIX_V6,
 )
-from fluxify.protocol.control import FEATURE_FAST_HEARTBEAT
+from fluxify.protocol.control import FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE
 from fluxify.server.config import ServerConfig
 from fluxify.server.control import ControlServer
 from fluxify.server.dataplane import ServerDataPlane
@@ -35,10 +35,11 @@ from fluxify.server.udp_socket import open_data_socket
 
 log = logging.getLogger(__name__)
 
-SWEEP_INTERVAL_S = 1.0
+PROBE_INTERVAL_S = 0.25  # path-probe: how often each path of a probing client is probed
+SWEEPS_EVERY_PROBES = 4  # housekeeping once a second
 DROP_LOG_INTERVAL_S = 30.0
 FAST_PATH_STALE_S = 1.5  # for clients heartbeating every 0.5 s (FEATURE_FAST_HEARTBEAT)
-ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT})
+ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE})
 FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 
@@ -119,6 +120,7 @@ class BondingServer:
             session.client_ip,
             session.client_ip6,
             stale_after_s=stale_after,
+            probing=FEATURE_PATH_PROBE in session.features,
         )
 
     def _removed(self, session: Session, reason: RemovalReason) -> None:
@@ -132,7 +134,14 @@ class BondingServer:
     async def _housekeeping(self, dataplane: ServerDataPlane, stop: asyncio.Event) -> None:
         next_drop_log = time.monotonic() + DROP_LOG_INTERVAL_S
         logged_drops: dict[str, int] = {}
+        tick = 0
         while not stop.is_set():
+            dataplane.send_probes()
+            tick += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=PROBE_INTERVAL_S)
+            if tick % SWEEPS_EVERY_PROBES:
+                continue
             dataplane.sweep()
             self._write_stats(dataplane)
             now = time.monotonic()
@@ -142,8 +151,6 @@ class BondingServer:
                 if drops != logged_drops:  # rate-limited summary, never per packet
                     log.info("drops so far: %s", drops)
                     logged_drops = drops
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=SWEEP_INTERVAL_S)
 
     def _write_stats(self, dataplane: ServerDataPlane) -> None:
         """``<state_dir>/server-stats.json``: sessions, their paths, drops (for tools and tests)."""

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from fluxify.protocol.drops import DropCounters, DropReason
-from fluxify.protocol.header import PacketType, peek_session_id
-from fluxify.protocol.heartbeat import PATH_STALE_AFTER_S, unpack_heartbeat
+from fluxify.protocol.header import HeartbeatFlag, PacketType, peek_session_id
+from fluxify.protocol.heartbeat import PATH_STALE_AFTER_S, round_trip_ns, unpack_heartbeat
 from fluxify.protocol.paths import PathSnapshot, PathState
+from fluxify.protocol.pathweights import QueueDelayWeights, normalize
 from fluxify.protocol.reorder import ReorderBuffer
-from fluxify.protocol.scheduler import LowestDelay
+from fluxify.protocol.scheduler import LowestDelay, RoundRobin
 from fluxify.protocol.session import DataSession
 from fluxify.server.udp_socket import (
     ANCILLARY_SPACE,
@@ -47,6 +48,7 @@ REORDER_TICK_S = 0.005  # how often held packets are checked for expiry while an
 
 _IP = int(PacketType.IP)
 _HEARTBEAT = int(PacketType.HEARTBEAT)
+_PROBE_ECHO = int(HeartbeatFlag.PROBE_ECHO)
 
 
 class ServerPath(PathState):
@@ -65,6 +67,7 @@ class ServerSession:
 
     __slots__ = (
         "codec",
+        "downlink",
         "identity",
         "inner_v4",
         "inner_v6",
@@ -73,6 +76,7 @@ class ServerSession:
         "reorder",
         "scheduler",
         "session_id",
+        "weights",
     )
 
     def __init__(
@@ -87,6 +91,17 @@ class ServerSession:
         self.paths: dict[Address, ServerPath] = {}
         self.scheduler: LowestDelay[ServerPath] = LowestDelay(PATH_STALE_AFTER_S)
         self.reorder = ReorderBuffer()
+        # Set for clients that negotiated path-probe: downlink spread over paths by weight.
+        self.downlink: RoundRobin[ServerPath] | None = None
+        self.weights: QueueDelayWeights | None = None
+
+    def refresh_downlink(self, now: float) -> None:
+        """Which paths may carry downlink: fresh ones (heard within the stale time)."""
+        if self.downlink is None:
+            return
+        for path in self.paths.values():
+            path.alive = now - path.last_rx_s <= self.scheduler.stale_after_s
+        self.downlink.refresh(list(self.paths.values()))
 
     def tune_reorder_hold(self, now: float) -> None:
         """Hold out-of-order packets about as long as the paths' delays differ, plus margin."""
@@ -152,15 +167,21 @@ class ServerDataPlane:
         inner_v6: IPv6Address | None,
         *,
         stale_after_s: float | None = None,
+        probing: bool = False,
     ) -> None:
         """Start accepting ``session_id``; a session holding the same addresses is replaced.
 
         ``stale_after_s``: how long a silent path still carries downlink (default: the v1 5 s).
+        ``probing``: the client echoes our probes (path-probe), so downlink goes over every fresh
+        path by queue-delay weight instead of only the lowest-delay one.
         """
         codec = DataSession(session_id, key, drops=self.drops)
         v6 = inner_v6.packed if inner_v6 is not None else b""
         session = ServerSession(codec, identity, inner_v4.packed, v6, self._clock())
         session.scheduler.stale_after_s = stale_after_s or PATH_STALE_AFTER_S
+        if probing:
+            session.downlink = RoundRobin()
+            session.weights = QueueDelayWeights()
         for key_bytes in (session.inner_v4, v6):
             old = self.by_inner.get(key_bytes)
             if old is not None:
@@ -239,7 +260,10 @@ class ServerDataPlane:
             if ptype == _IP:
                 self._deliver(session, payload, now)
             elif ptype == _HEARTBEAT:
-                self._echo(session, path, payload, now)
+                if session.codec.received_flags & _PROBE_ECHO:
+                    self._probe_returned(session, path, payload, now)
+                else:
+                    self._echo(session, path, payload, now)
 
     def _deliver(self, session: ServerSession, packet: bytes, now: float) -> None:
         if packet[0] >> 4 == 4:
@@ -282,9 +306,28 @@ class ServerDataPlane:
     def _echo(self, session: ServerSession, path: ServerPath, payload: bytes, now: float) -> None:
         self._send(path, session.codec.seal_echo(payload))
         stamp_ns = unpack_heartbeat(payload)
-        if stamp_ns is not None:
+        if stamp_ns is not None and session.weights is None:  # probing sessions use true RTT
             path.add_delay_sample((self._wall_clock_ns() - stamp_ns) / 1e9)
             session.scheduler.refresh(list(session.paths.values()), now)
+
+    def _probe_returned(
+        self, session: ServerSession, path: ServerPath, payload: bytes, now: float
+    ) -> None:
+        rtt_ns = round_trip_ns(payload, self._wall_clock_ns())
+        if rtt_ns is None or session.weights is None:
+            return
+        path.add_delay_sample(rtt_ns / 1e9)
+        if session.weights.on_sample(path, rtt_ns / 1e9, now):
+            normalize(list(session.paths.values()))
+            session.refresh_downlink(now)
+
+    def send_probes(self) -> None:
+        """One probe on every path of every probing session (called a few times a second)."""
+        for session in self.sessions.values():
+            if session.downlink is None:
+                continue
+            for path in session.paths.values():
+                self._send(path, session.codec.seal_probe(self._wall_clock_ns()))
 
     def _new_path(
         self,
@@ -299,6 +342,7 @@ class ServerDataPlane:
         path = ServerPath(address, reply_ancillary(ancdata), now)
         session.paths[address] = path
         session.scheduler.refresh(list(session.paths.values()), now)
+        session.refresh_downlink(now)
         log.info("session %08x (%s): new path %s", session.session_id, session.identity, path.label)
         return path
 
@@ -322,7 +366,8 @@ class ServerDataPlane:
             if session is None:
                 counts[DropReason.UNKNOWN_DESTINATION] += 1
                 continue
-            path = session.scheduler.best
+            downlink = session.downlink
+            path = downlink.pick() if downlink is not None else session.scheduler.best
             if path is None:
                 counts[DropReason.NO_PATH] += 1
                 continue
@@ -363,6 +408,7 @@ class ServerDataPlane:
                     del session.paths[address]
                     log.info("session %08x: path %s forgotten", session.session_id, path.label)
             session.scheduler.refresh(list(session.paths.values()), now)
+            session.refresh_downlink(now)
             session.tune_reorder_hold(now)
 
     def snapshot(self) -> list[SessionSnapshot]:
