@@ -97,8 +97,7 @@ def start(
     try:
         _wait_ready(running)
         _ip(netns, f"link set {direction.tun} up txqueuelen {TUN_TXQUEUELEN}")
-        # Packets come back in through the TUN with addresses routed elsewhere.
-        sysctl.write_sysctl(f"net.ipv4.conf.{direction.tun}.rp_filter", "0", netns)
+        _allow_return_path(netns, direction.tun)
         table = direction.mark
         for family in ("-4", "-6"):
             _ip(netns, f"{family} route replace default dev {direction.tun} table {table}")
@@ -155,6 +154,17 @@ def render_steering(active: Collection[Direction], lan_ifnames: Sequence[str], w
     lines += [f"\t\t{rule}" for rule in rules]
     lines += ["\t}", "}"]
     return "\n".join(lines) + "\n"
+
+
+def _allow_return_path(netns: str, tun: str) -> None:
+    """Packets come back in through the TUN from addresses routed elsewhere: no strict rp_filter.
+
+    The kernel uses the larger of ``all`` and the device's value, so a strict (1) ``all``
+    inherited from the host becomes loose (2), which the TUN's packets pass.
+    """
+    sysctl.write_sysctl(f"net.ipv4.conf.{tun}.rp_filter", "0", netns)
+    if sysctl.read_sysctl("net.ipv4.conf.all.rp_filter", netns) == "1":
+        sysctl.write_sysctl("net.ipv4.conf.all.rp_filter", "2", netns)
 
 
 def _wait_ready(running: DelayProcess) -> None:

@@ -4,8 +4,10 @@
 measures, through ISP 1 (client to server, the ``up`` direction unless said otherwise):
 
 - the path's one-way delay with no emulator (the floor the errors are measured against);
-- the one-way delay error (measured - configured) of a paced UDP stream at 100 and 200 Mbit/s;
-- the emulator's TCP capacity (iperf3, both directions delayed 5 ms, up- and download);
+- the one-way delay error (measured - configured) of a paced UDP stream at 100, 200 and
+  400 Mbit/s (1500-byte packets), with loss and reordering;
+- the emulator's capacity (iperf3, both directions delayed 5 ms): TCP up- and download, and
+  UDP upload offered at 200/400/800 Mbit/s (1472-byte datagrams) with its loss;
 - ping RTT with 10 ms each way (configured 20 ms).
 
 It prints a table and writes ``delay-bench.json`` (and ``delay-bench.png`` with matplotlib).
@@ -28,6 +30,9 @@ PROBE_PORT = 5401
 LISTEN_TIMEOUT_S = 10.0
 ACCURACY_DELAY_MS = 20.0
 CAPACITY_DELAY_MS = 5.0
+RATES_MBIT = (100, 200, 400)
+UDP_CAPACITY_RATES_MBIT = (200, 400, 800)
+IPERF_UDP_PORT = 5402
 PING_RTT = re.compile(r"= ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
 
 
@@ -87,23 +92,26 @@ def accuracy(summary: dict[str, Any], floor_ms: float, configured_ms: float) -> 
     }
 
 
-def run(seconds: float) -> dict[str, Any]:
+def run(seconds: float, *, realtime: bool = True) -> dict[str, Any]:
     """Every measurement of the module docstring, in one fresh bed."""
-    results: dict[str, Any] = {"seconds_per_run": seconds}
+    results: dict[str, Any] = {"seconds_per_run": seconds, "realtime": realtime}
     with build_testbed(uplinks=1, prefix="fxdb") as bed:
         floor = measure_owd(bed, 1, rate_mbit=100, seconds=seconds)
         floor_ms = floor["owd_ms"]["p50"]
         results["floor_100mbit"] = _strip(floor)
-        bed.set_delay(1, ACCURACY_DELAY_MS, direction="up")
-        for rate in (100, 200):
+        bed.set_delay(1, ACCURACY_DELAY_MS, direction="up", realtime=realtime)
+        for rate in RATES_MBIT:
             summary = measure_owd(bed, 1, rate_mbit=rate, seconds=seconds)
             results[f"owd_{rate}mbit"] = _strip(summary)
             results[f"accuracy_{rate}mbit"] = accuracy(summary, floor_ms, ACCURACY_DELAY_MS)
             results[f"sample_{rate}mbit_ms"] = summary["sample_ms"]
         results["emulator_counters_accuracy"] = bed.clear_delay(1)["up"]
-        bed.set_delay(1, CAPACITY_DELAY_MS)
+        bed.set_delay(1, CAPACITY_DELAY_MS, realtime=realtime)
         results["capacity"] = _capacity(bed, seconds)
-        bed.set_delay(1, ACCURACY_DELAY_MS / 2)
+        results["udp_capacity"] = [
+            _udp_capacity(bed, rate, seconds) for rate in UDP_CAPACITY_RATES_MBIT
+        ]
+        bed.set_delay(1, ACCURACY_DELAY_MS / 2, realtime=realtime)
         results["ping_10ms_each_way"] = ping_rtt(bed, 1)
         results["emulator_counters_capacity"] = bed.clear_delay(1)
     return results
@@ -125,6 +133,36 @@ def _capacity(bed: Testbed, seconds: float) -> dict[str, float]:
     }
 
 
+def _udp_capacity(bed: Testbed, rate_mbit: float, seconds: float) -> dict[str, float]:
+    """iperf3 UDP (a C sender, unlike the probe) at ``rate_mbit`` through the delayed uplink."""
+    t = bed.topology
+    server = bed.spawn(
+        t.server_ns,
+        ["iperf3", "-s", "-1", "-p", str(IPERF_UDP_PORT)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(0.3)  # let it listen
+        argv = ["iperf3", "-c", str(t.server_v4.ip), "-p", str(IPERF_UDP_PORT), "-u", "-J"]
+        # 8 MB socket buffers: iperf3's default (~200 KB) overflows at the receiver on its own.
+        argv += ["-b", f"{rate_mbit:g}M", "-l", "1472", "-w", "8M", "-t", f"{seconds:g}"]
+        argv += ["--bind-dev", "wan1"]
+        done = bed.run(t.client_ns, argv, check=False, timeout=seconds + 30)
+    finally:
+        server.wait(timeout=10)
+    total = json.loads(done.stdout or "{}").get("end", {}).get("sum", {})
+    if not total:
+        raise HostError(f"iperf3 -u failed: {done.stdout[-200:] or done.stderr[-200:]}")
+    return {
+        "offered_mbit_s": rate_mbit,
+        "received_mbit_s": round(
+            total["bits_per_second"] * (1 - total["lost_percent"] / 100) / 1e6, 1
+        ),
+        "lost_percent": round(total["lost_percent"], 3),
+    }
+
+
 def _strip(summary: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in summary.items() if key != "sample_ms"}
 
@@ -132,7 +170,7 @@ def _strip(summary: dict[str, Any]) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> str:
     """The human-readable table."""
     lines = [f"path floor (no emulator), one-way: {results['floor_100mbit']['owd_ms']['p50']} ms"]
-    for rate in (100, 200):
+    for rate in RATES_MBIT:
         a = results[f"accuracy_{rate}mbit"]
         errors = " ".join(
             f"{name} {a[f'{name}_error_ms']:+.3f}" for name in ("median", "p1", "p99", "max")
@@ -146,13 +184,18 @@ def report(results: dict[str, Any]) -> str:
         f"TCP through {c['delay_each_way_ms']:g} ms each way: upload {c['tcp_upload_mbit_s']} "
         f"Mbit/s, download {c['tcp_download_mbit_s']} Mbit/s"
     )
+    for u in results["udp_capacity"]:
+        lines.append(
+            f"iperf3 UDP offered {u['offered_mbit_s']:g} Mbit/s: received"
+            f" {u['received_mbit_s']} Mbit/s, lost {u['lost_percent']} %"
+        )
     p = results["ping_10ms_each_way"]
     lines.append(f"ping, 10 ms each way: min/avg/max {p['min_ms']}/{p['avg_ms']}/{p['max_ms']} ms")
     return "\n".join(lines)
 
 
 def plot(results: dict[str, Any], path: Path) -> bool:
-    """Histogram of the one-way delay at 100 and 200 Mbit/s; False without matplotlib."""
+    """Histogram of the sampled one-way delays at each rate; False without matplotlib."""
     try:
         import matplotlib  # noqa: PLC0415  (optional: the bench extra)
 
@@ -161,7 +204,7 @@ def plot(results: dict[str, Any], path: Path) -> bool:
     except ImportError:
         return False
     figure, axes = plt.subplots(figsize=(7, 4))
-    for rate in (100, 200):
+    for rate in RATES_MBIT:
         axes.hist(results[f"sample_{rate}mbit_ms"], bins=80, alpha=0.6, label=f"{rate} Mbit/s")
     axes.axvline(ACCURACY_DELAY_MS, color="black", linestyle="--", label="configured")
     axes.set_xlabel("one-way delay (ms), sampled packets")
@@ -178,8 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("."), help="directory for JSON/PNG")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of each run")
+    parser.add_argument(
+        "--normal-scheduling", action="store_true", help="run the emulator without SCHED_FIFO"
+    )
     args = parser.parse_args(argv)
-    results = run(args.seconds)
+    results = run(args.seconds, realtime=not args.normal_scheduling)
     print(report(results))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "delay-bench.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -162,18 +162,27 @@ class Testbed:
         nftables.apply(nftables.render(ruleset), netns)
 
     def set_delay(
-        self, number: int, delay_ms: float, jitter_ms: float = 0.0, *, direction: str = "both"
+        self,
+        number: int,
+        delay_ms: float,
+        jitter_ms: float = 0.0,
+        *,
+        direction: str = "both",
+        realtime: bool = True,
     ) -> None:
         """Hold what crosses ISP ``number`` for ``delay_ms`` ± ``jitter_ms`` (never reordered).
 
         ``direction`` is ``"up"`` (client to server), ``"down"`` or ``"both"`` (each way gets the
         full delay: ping RTT grows by 2 x ``delay_ms``). Replaces that direction's delay; set
-        it after ``add_client_home`` for those homes to be delayed too. See ``lab.delay``.
+        it after ``add_client_home`` for those homes to be delayed too. ``realtime`` runs the
+        emulator under SCHED_FIFO (more accurate on a busy machine). See ``lab.delay``.
         """
         uplink = self.topology.uplink(number)
         self.clear_delay(number, direction)
         for way in delay.directions(direction):
-            running = delay.start(self.spawn, uplink.isp_ns, way, delay_ms, jitter_ms)
+            running = delay.start(
+                self.spawn, uplink.isp_ns, way, delay_ms, jitter_ms, realtime=realtime
+            )
             self.delays[number, way.name] = running
         self._steer_delays(number)
 
