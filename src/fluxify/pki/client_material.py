@@ -14,7 +14,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from fluxify.errors import PkiError
-from fluxify.pki.certs import SigningKey, common_name, key_matches, load_cert, load_key
+from fluxify.pki.certs import (
+    SigningKey,
+    common_name,
+    key_matches,
+    key_pem,
+    load_cert,
+    load_key,
+)
 from fluxify.pki.files import (
     CA_CERT_FILE,
     KEY_SUFFIX,
@@ -71,7 +78,24 @@ def load_client_material(
             f"none of the certificates in {cert_path} belongs to the key in {files[-1]}; "
             "the files come from different issuances — copy a fresh bundle from the server"
         )
-    cas = [cert for cert in certs if cert is not leaf]
+    cas = _trusted_cas([cert for cert in certs if cert is not leaf], ca_path, cert_path, files)
+    _check_validity(leaf, cert_path, now or datetime.now(UTC))
+    return ClientMaterial(
+        name=name,
+        common_name=common_name(leaf),
+        ca_pem=b"".join(_pem(cert) for cert in cas),
+        cert_pem=_pem(leaf),
+        key_pem=key_pem(key),
+        not_after=leaf.not_valid_after_utc,
+        files=tuple(files),
+    )
+
+
+def _trusted_cas(
+    in_bundle: list[x509.Certificate], ca_path: Path, cert_path: Path, files: list[Path]
+) -> list[x509.Certificate]:
+    """The CA certificates inside the bundle plus those of ``ca.pem`` (appended to files)."""
+    cas = list(in_bundle)
     if ca_path.is_file():
         files.append(ca_path)
         cas += [
@@ -84,20 +108,7 @@ def load_client_material(
             f"no CA certificate: {ca_path} does not exist and {cert_path} holds only the "
             "client certificate; copy the server's ca.pem there"
         )
-    _check_validity(leaf, cert_path, now or datetime.now(UTC))
-    return ClientMaterial(
-        name=name,
-        common_name=common_name(leaf),
-        ca_pem=b"".join(_pem(cert) for cert in cas),
-        cert_pem=_pem(leaf),
-        key_pem=key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-        not_after=leaf.not_valid_after_utc,
-        files=tuple(files),
-    )
+    return cas
 
 
 def _load_private_key(
