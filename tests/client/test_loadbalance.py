@@ -114,18 +114,28 @@ def test_stop_crash_and_restart_leave_the_host_exactly_as_before(tmp_path: Path)
         assert snapshot_diff(before, lb.snapshot()) == ""
 
 
-def test_a_flapping_uplink_is_undone_through_every_route_change(tmp_path: Path) -> None:
+def test_a_displaced_default_flaps_overwrites_and_crash_are_all_undone(tmp_path: Path) -> None:
     with lb_bed(tmp_path) as lb:
+        cli = lb.t.client_ns
+        # The host's own v4 default sits where ours goes (metric 0), as with a static config:
+        # ours displaces it, and wan1's probes must then rely on the uplink's own table.
+        lb.bed.run(cli, ["ip", "route", "del", "default", "dev", "wan1"])
+        lb.bed.run(cli, ["ip", "route", "add", "default", "via", "192.168.1.1", "dev", "wan1"])
         before = lb.snapshot()
         client = lb.start()
         for _ in range(2):
-            lb.bed.set_uplink(2, up=False)
-            wait_until("wan2 out", lambda: lb.route_devs() == ["wan1"], timeout_s=CUT_DEADLINE_S)
-            lb.bed.set_uplink(2, up=True)
-            wait_until("wan2 back", lambda: len(lb.route_devs()) == 2, timeout_s=CUT_DEADLINE_S)
+            lb.bed.set_uplink(1, up=False)
+            wait_until("wan1 out", lambda: lb.route_devs() == ["wan2"], timeout_s=CUT_DEADLINE_S)
+            lb.bed.set_uplink(1, up=True)
+            wait_until("wan1 back", lambda: len(lb.route_devs()) == 2, timeout_s=CUT_DEADLINE_S)
+        # A DHCP client's "ip route replace default" overwrites ours: it is put back.
+        lb.bed.run(cli, ["ip", "route", "replace", "default", "via", "192.168.2.1", "dev", "wan2"])
+        wait_until("our route restored", lambda: len(lb.route_devs()) == 2, timeout_s=8)
+        assert "changed by someone else" in lb.log()
         lb.stop(client, signal.SIGKILL)
         client = lb.start()
         assert lb.stop(client) == 0
+        # Undo walks back through every route change, the overwrite included, to the start.
         assert snapshot_diff(before, lb.snapshot()) == ""
 
 

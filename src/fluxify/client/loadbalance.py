@@ -27,7 +27,7 @@ from fluxify.client.lbuplinks import (
     multipath_default,
     prepare_host,
 )
-from fluxify.errors import ConfigError
+from fluxify.errors import ConfigError, HostError
 from fluxify.linux.journal import Journal
 from fluxify.linux.routing import Route
 from fluxify.protocol.health import Health, ProbePolicy
@@ -35,6 +35,7 @@ from fluxify.protocol.health import Health, ProbePolicy
 log = logging.getLogger(__name__)
 
 JOURNAL_OWNER = "client"
+RESYNC_INTERVAL_S = 5.0
 # The original's targets (reference §4.6), plus a second operator so one outage is not all.
 DEFAULT_PROBE_TARGETS = (
     ip_address("1.1.1.1"),
@@ -125,30 +126,59 @@ class LoadBalancer:
     async def _follow_health(
         self, journal: Journal, found: Discovery, monitor: HealthMonitor, stop: asyncio.Event
     ) -> None:
+        """Re-render the routes on every health flip, and every ``RESYNC_INTERVAL_S`` anyway."""
         log.info("route updater: started")
         while not stop.is_set():
             waiter = asyncio.ensure_future(monitor.changed.wait())
             stopper = asyncio.ensure_future(stop.wait())
             try:
-                await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    {waiter, stopper},
+                    timeout=RESYNC_INTERVAL_S,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
             finally:
                 waiter.cancel()
                 stopper.cancel()
             if stop.is_set():
                 break
+            flipped = monitor.changed.is_set()
             monitor.changed.clear()
-            # Netlink runs on its own thread; calling it here keeps every journal write on
-            # this one task, in order (the journal is not thread-safe).
-            self._update_routes(journal, found, monitor)
+            try:
+                # Netlink runs on its own thread; calling it here keeps every journal write on
+                # this one task, in order (the journal is not thread-safe).
+                self._update_routes(journal, found, monitor, check_kernel=not flipped)
+            except HostError as exc:
+                log.error("could not update the default routes (retrying): %s", exc)
         log.info("route updater: stopped")
 
-    def _update_routes(self, journal: Journal, found: Discovery, monitor: HealthMonitor) -> None:
+    def _update_routes(
+        self,
+        journal: Journal,
+        found: Discovery,
+        monitor: HealthMonitor,
+        *,
+        check_kernel: bool = False,
+    ) -> None:
+        """Install each family's route unless it is already in place.
+
+        ``check_kernel`` also compares with the kernel's table: someone (a DHCP client's
+        ``ip route replace default``) may have overwritten our route; we put it back, and the
+        journal then restores theirs on stop.
+        """
         for family in found.families:
             alive = [monitor.state(u.ifname, family) is Health.UP for u in found.uplinks]
             route = multipath_default(family, found.uplinks, alive)
-            if self._installed.get(family) == route:
+            if self._installed.get(family) == route and not (
+                check_kernel and not _in_kernel(journal, route)
+            ):
                 continue
-            if not any(alive):
+            if self._installed.get(family) == route:
+                log.warning(
+                    "our %s default route was changed by someone else; restoring it",
+                    family_name(family),
+                )
+            elif not any(alive):
                 log.warning(
                     "no uplink answers %s probes; routing over all of them", family_name(family)
                 )
@@ -164,6 +194,19 @@ class LoadBalancer:
             stats.sample(monitor, dict(self.routes), time.monotonic())
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
+
+
+def _in_kernel(journal: Journal, route: Route) -> bool:
+    """Whether the kernel's route at ``route``'s place has ``route``'s nexthops."""
+    return any(_hops(present) == _hops(route) for present in journal.netlink.replaced_by(route))
+
+
+def _hops(route: Route) -> set[tuple[str | None, str | None, int]]:
+    if route.nexthops and len(route.nexthops) > 1:
+        return {(h.gateway, h.ifname, h.weight) for h in route.nexthops}
+    # The kernel lists a one-nexthop route as a plain route, without its weight.
+    hop = route.nexthops[0] if route.nexthops else None
+    return {(hop.gateway, hop.ifname, 1) if hop else (route.gateway, route.ifname, 1)}
 
 
 def _family_of(address: IPv4Address | IPv6Address) -> int:
