@@ -18,7 +18,10 @@ from fluxify.client.config import ServerAddress
 from fluxify.client.control import fetch_session
 from fluxify.errors import ControlError, ControlTimeoutError, SessionRefusedError
 from fluxify.pki.files import ServerPkiLayout
+from fluxify.pki.tls import server_context
 from fluxify.protocol.control import SessionRequest
+from fluxify.server.control import ControlServer
+from fluxify.server.sessions import SessionTable
 from tests.pki.factory import client_of, new_ca, server_cert, write_server_pki
 from tests.server.control_harness import running_server
 
@@ -151,4 +154,28 @@ async def test_localhost_by_name_works_when_covered(tmp_path: Path) -> None:
     async with running_server(tmp_path, hosts=("localhost",)) as h:
         address = ServerAddress("localhost", h.server.port)
         response = await fetch_session(address, h.client("alice"), ALICE)
+    assert response.session_id != 0
+
+
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="no ::1 here")
+async def test_ipv6_literal_server_address(tmp_path: Path) -> None:
+    ca = new_ca()
+    layout = write_server_pki(tmp_path, ca, server_cert(ca, ("::1",)))
+    server = ControlServer(server_context(layout), SessionTable(), 8000)
+    await server.start("::1", 0)
+    try:
+        response = await fetch_session(
+            ServerAddress("::1", server.port), client_of(ca, "alice"), ALICE
+        )
+    finally:
+        await server.close()
     assert response.session_id != 0
