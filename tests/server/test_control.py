@@ -155,7 +155,7 @@ async def test_a_silent_connection_is_closed_at_the_deadline_while_others_are_se
         finally:
             silent_tcp.close()
             silent_tls.close()
-    assert served_after < deadline / 2
+    assert served_after < deadline * 0.8 <= closed_after  # served while the silent one waited
     assert deadline * 0.8 < closed_after < deadline + 2.0
     assert "no complete request within 0.6 s" in caplog.text
     assert [s.identity for s in h.table] == ["alice"]
