@@ -191,7 +191,10 @@ class LoadBalancer:
         self, stats: LoadBalanceStats, monitor: HealthMonitor, stop: asyncio.Event
     ) -> None:
         while not stop.is_set():
-            stats.sample(monitor, dict(self.routes), time.monotonic())
+            try:
+                stats.sample(monitor, dict(self.routes), time.monotonic())
+            except OSError as exc:  # a full or read-only state dir must not stop balancing
+                log.error("cannot write %s: %s", stats.path, exc.strerror or exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), STATS_INTERVAL_S)
 
