@@ -69,7 +69,6 @@ class LoadBalancer:
         self._installed: dict[int, Route] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
         stats_path = self.state_dir / STATS_FILE
         journal = Journal(JOURNAL_OWNER, state_dir=self.state_dir)
         with journal:
