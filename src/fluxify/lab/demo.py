@@ -52,7 +52,7 @@ def run_demo(out: Path, *, seconds: float = 8.0, links: Sequence[LinkSpec] = DEM
     with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fluxify-demo-") as tmp:
         _progress(1, steps, f"building the lab: {len(links)} uplinks ({', '.join(result.links)})")
         with deployment(Path(tmp), uplinks=len(links), prefix="fxdemo") as dep:
-            _shape(dep, links, result)
+            _shape(dep, links)
             for number, link in enumerate(links, start=1):
                 _progress(1 + number, steps, f"measuring uplink {number} alone ({link})")
                 for direction in DIRECTIONS:
@@ -74,15 +74,11 @@ def run_demo(out: Path, *, seconds: float = 8.0, links: Sequence[LinkSpec] = DEM
     return 0
 
 
-def _shape(dep: Deployment, links: Sequence[LinkSpec], result: DemoResult) -> None:
+def _shape(dep: Deployment, links: Sequence[LinkSpec]) -> None:
     for number, link in enumerate(links, start=1):
         dep.bed.shape_uplink(number, link.rate_mbit)
         if link.delay_ms:
-            set_delay = getattr(dep.bed, "set_delay", None)
-            if set_delay is None:
-                result.notes.append(f"uplink {number}: delay not emulated (no delay emulator)")
-            else:
-                set_delay(number, link.delay_ms)
+            dep.bed.set_delay(number, link.delay_ms)
 
 
 def _single(dep: Deployment, number: int, seconds: float, *, reverse: bool) -> float:

@@ -1,10 +1,12 @@
 """Per-path sending weights from queueing delay: send less on a path whose queue is building.
 
-A path's queueing delay is its smoothed round trip minus the smallest one seen recently. While
-that stays under a threshold the path's weight grows additively; above it, the weight shrinks
-multiplicatively (the AIMD shape of LEDBAT-like controllers). Weights feed the uplink scheduler,
-so an unequal pair of links (50 + 30 Mbit/s) is loaded roughly by capacity instead of 1:1, which
-would cap the bond at twice the slower link. Pure: samples and ``now`` come in as arguments.
+A path's queueing delay is its smoothed round trip minus the smallest one seen recently. A path
+queueing clearly more than the least-queued path loses weight multiplicatively; any other path
+gains weight additively (AIMD). The weights settle where the paths queue alike, which is where
+each carries about its capacity's share: an unequal pair of links (50 + 30 Mbit/s) is loaded by
+capacity instead of 1:1, which would cap the bond at twice the slower link. Comparing paths with
+each other, not with a fixed threshold, keeps the ratio moving when every path is loaded. Pure:
+samples and ``now`` come in as arguments.
 """
 
 from collections.abc import Sequence
@@ -14,9 +16,9 @@ from fluxify.protocol.paths import PathState
 MIN_WEIGHT = 0.05
 WEIGHT_INCREASE = 0.05
 WEIGHT_DECREASE = 0.85
-QUEUE_DELAY_FLOOR_S = 0.002  # queueing beyond max(2 ms, a quarter of the base RTT) = overloaded
-QUEUE_DELAY_FRACTION = 0.25
-MIN_FILTER_WINDOW_S = 10.0  # forget the minimum after this long (routes change)
+QUEUE_DELAY_MARGIN_S = 0.004  # queueing this much beyond the least-queued path = overloaded
+MIN_FILTER_WINDOW_S = 30.0  # the base RTT is the minimum over the last 30..60 s (two buckets)
+PEER_SAMPLE_MAX_AGE_S = 2.0  # other paths' queueing older than this is not compared against
 
 
 class QueueDelayWeights:
@@ -25,21 +27,34 @@ class QueueDelayWeights:
     Not thread-safe: one per sender, updated per heartbeat echo (not per packet).
     """
 
-    __slots__ = ("_min_delay",)
+    __slots__ = ("_min_delay", "_queueing")
 
     def __init__(self) -> None:
-        self._min_delay: dict[int, tuple[float, float]] = {}  # id(path) -> (min delay, since)
+        # id(path) -> [min of the current bucket, min of the previous bucket, bucket start]
+        self._min_delay: dict[int, list[float]] = {}
+        self._queueing: dict[int, tuple[float, float]] = {}  # id(path) -> (queueing, when)
 
     def on_sample(self, path: PathState, sample_s: float, now: float) -> bool:
         """Feed one round-trip sample of ``path``; True when its weight changed."""
         key = id(path)
-        floor = self._min_delay.get(key)
-        if floor is None or sample_s <= floor[0] or now - floor[1] > MIN_FILTER_WINDOW_S:
-            self._min_delay[key] = floor = (sample_s, now)
+        buckets = self._min_delay.get(key)
+        if buckets is None:
+            buckets = self._min_delay[key] = [sample_s, sample_s, now]
+        elif now - buckets[2] > MIN_FILTER_WINDOW_S:
+            # A new bucket; the old one still counts, so a long busy spell does not make the
+            # queue look like the base RTT.
+            buckets[:] = [sample_s, buckets[0], now]
+        else:
+            buckets[0] = min(buckets[0], sample_s)
         smoothed = path.delay_s if path.delay_s is not None else sample_s
-        queueing = smoothed - floor[0]
+        queueing = smoothed - min(buckets[0], buckets[1])
+        self._queueing[key] = (queueing, now)
+        least = min(
+            (q for q, when in self._queueing.values() if now - when <= PEER_SAMPLE_MAX_AGE_S),
+            default=queueing,
+        )
         old = path.weight
-        if queueing > max(QUEUE_DELAY_FLOOR_S, QUEUE_DELAY_FRACTION * floor[0]):
+        if queueing > least + QUEUE_DELAY_MARGIN_S:
             path.weight = max(MIN_WEIGHT, old * WEIGHT_DECREASE)
         else:
             path.weight = min(1.0, old + WEIGHT_INCREASE)
@@ -47,6 +62,7 @@ class QueueDelayWeights:
 
     def forget(self, path: PathState) -> None:
         self._min_delay.pop(id(path), None)
+        self._queueing.pop(id(path), None)
 
 
 def normalize(paths: Sequence[PathState]) -> None:
