@@ -23,6 +23,7 @@ from textual.widgets import (
     Button,
     Footer,
     Input,
+    Label,
     RadioButton,
     RadioSet,
     RichLog,
@@ -58,12 +59,15 @@ class ClientApp(App[int]):
 
     TITLE = "Fluxify client"
     CSS = """
-    #top { height: 11; }
+    #top { height: 7; }
     #config { width: 2fr; border: round $primary; padding: 0 1; }
-    #config RadioSet { layout: horizontal; height: 3; width: 100%; }
-    #config Input, #config Select { width: 100%; }
-    #actions { width: 1fr; border: round $primary; padding: 0 1; }
-    #actions Button { width: 100%; height: 1; border: none; margin-bottom: 1; }
+    #config Horizontal { height: 1; margin-bottom: 1; }
+    #config Label { width: 8; }
+    #config RadioSet { layout: horizontal; width: 1fr; }
+    #config RadioButton { margin-right: 2; }
+    #config Input, #config Select { width: 1fr; }
+    #actions { width: 1fr; border: round $primary; padding: 0 1; layout: grid; grid-size: 2 2; }
+    #actions Button { width: 100%; height: 1; border: none; margin: 0 1 1 0; }
     #status { height: 4; border: round $primary; padding: 0 1; }
     #ifaces { height: 1fr; min-height: 5; border: round $primary; }
     #bottom { height: 14; }
@@ -104,13 +108,24 @@ class ClientApp(App[int]):
     def compose(self) -> ComposeResult:
         with Horizontal(id="top"):
             with Vertical(id="config"):
-                with RadioSet(id="mode"):
-                    yield RadioButton("bonding", self.mode is Mode.BONDING, id="mode-bonding")
-                    yield RadioButton(
-                        "load-balance", self.mode is Mode.LOAD_BALANCE, id="mode-load-balance"
+                with Horizontal():
+                    yield Label("Mode")
+                    with RadioSet(id="mode", compact=True):
+                        yield RadioButton("bonding", self.mode is Mode.BONDING, id="mode-bonding")
+                        yield RadioButton(
+                            "load-balance", self.mode is Mode.LOAD_BALANCE, id="mode-load-balance"
+                        )
+                with Horizontal():
+                    yield Label("Server")
+                    yield Input(
+                        self.form.server_text,
+                        placeholder="server host[:port]",
+                        id="server",
+                        compact=True,
                     )
-                yield Input(self.form.server_text, placeholder="server host[:port]", id="server")
-                yield Select[str]([], prompt="client certificate", id="cert")
+                with Horizontal():
+                    yield Label("Cert")
+                    yield Select[str]([], prompt="client certificate", id="cert", compact=True)
             with Vertical(id="actions"):
                 yield Button("Start", id="start", variant="success", disabled=True)
                 yield Button("Stop", id="stop", variant="error", disabled=True)
@@ -120,7 +135,7 @@ class ClientApp(App[int]):
         yield InterfacePicker(id="ifaces")
         with Horizontal(id="bottom"):
             yield StatsPanel(id="stats-box")
-            yield RichLog(id="log", wrap=True, markup=True)
+            yield RichLog(id="log", wrap=True, markup=True, min_width=20)
         yield Footer()
 
     async def on_mount(self) -> None:

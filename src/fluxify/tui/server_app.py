@@ -31,15 +31,16 @@ class CertManagerApp(App[int]):
     """The certificate manager over the PKI in ``config.pki_dir``."""
 
     TITLE = "Fluxify certificate manager"
+    AUTO_FOCUS = "#new-client"  # typing a name is the common action
     CSS = """
     #top { height: 9; }
-    #actions, #status { width: 1fr; border: round $primary; padding: 0 1; }
+    #actions, #status { width: 1fr; height: 100%; border: round $primary; padding: 0 1; }
     #actions Horizontal { height: 1; margin-bottom: 1; }
     #actions Button { min-width: 14; height: 1; border: none; margin-left: 1; }
     #actions Label { width: 1fr; }
     #new-client { width: 1fr; height: 1; border: none; padding: 0 1; }
     #middle { height: 1fr; }
-    #clients { width: 1fr; border: round $primary; }
+    #clients { width: 1fr; height: 100%; border: round $primary; }
     #detail-box { width: 1fr; border: round $primary; padding: 0 1; }
     #details { height: 1fr; }
     #client-actions { height: 1; }
@@ -150,7 +151,7 @@ class CertManagerApp(App[int]):
             return
         details.update(
             f"Client:   {d.name}\nCN:       {d.common_name}\n"
-            f"Issued:   {d.not_before:{TIME_FORMAT}}\nExpires:  {d.not_after:{TIME_FORMAT}}\n"
+            f"From:     {d.not_before:{TIME_FORMAT}}\nExpires:  {d.not_after:{TIME_FORMAT}}\n"
             f"Issuer:   {d.issuer}\nFile:     {d.source.name}\n"
             f"Bundle:   {d.bundle or '(none)'}"
         )
@@ -216,6 +217,7 @@ class CertManagerApp(App[int]):
             self._confirm_issue(name, f"Client {name} exists. Reissue it? This replaces its cert.")
         else:
             self.run_job(f"Generating {name}", lambda: self._issue(name))
+        self.query_one("#new-client", Input).value = ""
 
     def ask_reissue(self) -> None:
         name = self.selected_client
