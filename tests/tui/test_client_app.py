@@ -132,6 +132,7 @@ async def test_start_as_root_runs_in_process_shows_stats_and_stop_undoes(tmp_pat
         await pilot.pause(1.3)
         (runner,) = runners.made
         assert runner.started
+        assert app.relaunch_argv is None  # root: no elevation, the runner is in-process
         assert runner.config.ifaces == ("eth0", "eth1")
         assert runner.config.server == ServerAddress("vpn.example", 9000)
         assert start_disabled(app)
