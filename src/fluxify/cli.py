@@ -476,11 +476,55 @@ def bench_parser() -> FlagParser:
         metavar="PREFIX",
         help="write PREFIX.json and PREFIX.png (default out/bench-codec)",
     )
+    lab = sub.add_parser("lab", help="the namespace lab scenarios: throughput, failover, latency")
+    lab.add_argument(
+        "--scenarios",
+        default="",
+        metavar="A,B",
+        help="comma-separated subset (default all: single, bond-2x50, bond-80-20, delay-10-40, "
+        "failover, latency, cpu)",
+    )
+    lab.add_argument(
+        "--runs", type=int_value, default=3, metavar="N", help="runs per quantity (default 3)"
+    )
+    lab.add_argument(
+        "--seconds",
+        type=int_value,
+        default=6,
+        metavar="N",
+        help="length of each iperf3 run (default 6)",
+    )
+    lab.add_argument(
+        "--no-baselines",
+        action="store_true",
+        help="skip OpenVPN and wireguard-go (default: install them with apt-get if missing)",
+    )
+    lab.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/bench-lab"),
+        metavar="PREFIX",
+        help="write PREFIX.json and PREFIX.png (default out/bench-lab)",
+    )
     return parser
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
     ns = bench_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    if ns.suite == "lab":
+        from fluxify.lab.bench import SCENARIOS, run_lab_bench  # noqa: PLC0415 - only here
+
+        chosen = [name.strip() for name in ns.scenarios.split(",") if name.strip()]
+        return _run(
+            "fluxify-bench",
+            lambda: run_lab_bench(
+                ns.out,
+                scenarios=chosen or tuple(SCENARIOS),
+                runs=ns.runs,
+                seconds=ns.seconds,
+                baselines=not ns.no_baselines,
+            ),
+        )
     from fluxify.lab.codec_bench import run_codec_bench  # noqa: PLC0415 - heavy, only here
 
     return _run(

@@ -1,0 +1,107 @@
+"""``fluxify-bench lab``: the benchmark suite in the namespace lab, as table, JSON and PNG.
+
+Scenarios (each quantity the median of ``runs`` runs, each run a fresh two-uplink deployment):
+
+- ``single``: unshaped links; raw wan1, OpenVPN and wireguard-go over wan1, Fluxify;
+- ``bond-2x50``, ``bond-80-20``: shaped uplinks alone, their sum, bonded, efficiency;
+- ``delay-10-40``: 2 x 50 Mbit/s with 10 ms and 40 ms one-way delay (the delay emulator);
+- ``failover``: wan1 cut at t = 5 s of a checked upload; longest gap of a 10 ms probe stream;
+- ``latency``: ping RTT through each tunnel vs raw;
+- ``cpu``: CPU seconds per GB of the client and server processes.
+
+Everything built is torn down after each scenario, on Ctrl-C and on SIGTERM. A failing scenario
+is reported as such and the suite goes on.
+"""
+
+import signal
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from fluxify.errors import FluxifyError
+from fluxify.lab.baselines import ensure_installed
+from fluxify.lab.bench_failover import failover
+from fluxify.lab.bench_report import ScenarioResult, render_table, to_json, write_json, write_png
+from fluxify.lab.bench_scenarios import BenchConfig, Scenario, bonding, cpu, latency, single_path
+from fluxify.lab.deployment import deployment
+
+SCENARIOS: dict[str, tuple[str, Scenario]] = {
+    "single": ("single path, unshaped: raw vs Fluxify, OpenVPN, wireguard-go", single_path),
+    "bond-2x50": ("bonding 2 x 50 Mbit/s", bonding(((50, 0), (50, 0)))),
+    "bond-80-20": ("bonding 80 + 20 Mbit/s", bonding(((80, 0), (20, 0)))),
+    "delay-10-40": (
+        "bonding 2 x 50 Mbit/s, 10 ms vs 40 ms one-way delay",
+        bonding(((50, 10), (50, 40))),
+    ),
+    "failover": ("failover: wan1 cut at t = 5 s of a bonded upload", failover),
+    "latency": ("latency added by the tunnel (ping RTT)", latency),
+    "cpu": ("CPU seconds per GB moved", cpu),
+}
+BED_PREFIX = "fxbench"
+
+
+def run_lab_bench(
+    out: Path,
+    *,
+    scenarios: Sequence[str] = tuple(SCENARIOS),
+    runs: int = 3,
+    seconds: float = 6.0,
+    baselines: bool = True,
+    install: bool = True,
+) -> int:
+    """Run ``scenarios`` in order; print the table, write ``out``.json and ``out``.png."""
+    unknown = [name for name in scenarios if name not in SCENARIOS]
+    if unknown:
+        raise FluxifyError(
+            f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
+        )
+    available, notes = ensure_installed(install=install) if baselines else ([], [])
+    results: list[ScenarioResult] = []
+    started = time.monotonic()
+    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fluxify-bench-") as tmp:
+        for step, name in enumerate(scenarios, start=1):
+            title, scenario = SCENARIOS[name]
+            print(f"[{step}/{len(scenarios)}] {name}: {title} ...", flush=True)
+            cfg = BenchConfig(runs, seconds, Path(tmp) / name, tuple(available))
+            results.append(_run_one(name, title, scenario, cfg))
+    if results:
+        results[0].notes.extend(notes)
+    print(render_table(results))
+    document = to_json(results, runs=runs, seconds=seconds)
+    document["elapsed_s"] = round(time.monotonic() - started, 1)
+    write_json(document, out.with_suffix(".json"))
+    print(f"\nwrote {out.with_suffix('.json')}")
+    if write_png(results, out.with_suffix(".png")):
+        print(f"wrote {out.with_suffix('.png')}")
+    else:
+        print("matplotlib is not installed: no PNG written")
+    return 0 if all(r.skipped is None for r in results) else 1
+
+
+def _run_one(name: str, title: str, scenario: Scenario, cfg: BenchConfig) -> ScenarioResult:
+    result = ScenarioResult(name, title)
+    cfg.workdir.mkdir(parents=True)
+    try:
+        with deployment(cfg.workdir, uplinks=2, prefix=BED_PREFIX) as dep:
+            scenario(dep, cfg, result)
+    except (FluxifyError, OSError, AssertionError, KeyError, ValueError) as exc:
+        result.skipped = f"failed: {type(exc).__name__}: {exc}"
+        print(f"    {name} failed: {exc}", flush=True)
+    return result
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so every context manager tears down what it built."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -1,0 +1,189 @@
+"""The throughput, latency and CPU scenarios of ``fluxify-bench lab``.
+
+A scenario gets a fresh two-uplink deployment (``lab.deployment``), measures every quantity
+``cfg.runs`` times into a :class:`ScenarioResult` and declares the ratios shown. Raw links and
+the baselines are measured before Fluxify starts, so each sees an untouched client namespace.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from fluxify.lab.baselines import Tunnel, baseline_tunnel
+from fluxify.lab.bench_measure import (
+    DIRECTIONS,
+    Throughput,
+    cpu_per_gb,
+    fluxify_running,
+    ping_rtt_ms,
+    single,
+    tunneled,
+)
+from fluxify.lab.bench_report import Ratio, ScenarioResult
+from fluxify.lab.deployment import Deployment
+
+MBIT = "Mbit/s"
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How the suite runs: runs per quantity, iperf3 seconds, baselines available here."""
+
+    runs: int
+    seconds: float
+    workdir: Path
+    baselines: tuple[str, ...] = ()
+
+
+Scenario = Callable[[Deployment, BenchConfig, ScenarioResult], None]
+
+
+def repeat(
+    result: ScenarioResult,
+    key: str,
+    label: str,
+    runs: int,
+    measure: Callable[[], float],
+    *,
+    unit: str = MBIT,
+) -> None:
+    """Measure ``runs`` samples of metric ``key``, printing each as progress."""
+    for index in range(runs):
+        value = measure()
+        result.add(key, label, unit, value)
+        print(f"    {label}: run {index + 1}/{runs}: {value:.2f} {unit}", flush=True)
+
+
+def raw_mbit(dep: Deployment, number: int, seconds: float, direction: str) -> float:
+    return single(dep, number, seconds, direction).mbit_s
+
+
+def tunnel_mbit(dep: Deployment, seconds: float, direction: str, via: Tunnel | None) -> float:
+    """Goodput through baseline ``via`` (to the server's tunnel address) or Fluxify (None)."""
+    return tunneled_via(dep, seconds, via, direction).mbit_s
+
+
+def single_path(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
+    """Scenario 1: unshaped links; raw wan1, each baseline over wan1, Fluxify over both."""
+    for d in DIRECTIONS:
+        measure = partial(raw_mbit, dep, 1, cfg.seconds, d)
+        repeat(result, f"raw_{d}", f"raw link wan1, {d}", cfg.runs, measure)
+    for name in cfg.baselines:
+        with baseline_tunnel(name, dep) as tunnel:
+            for d in DIRECTIONS:
+                measure = partial(tunnel_mbit, dep, cfg.seconds, d, tunnel)
+                repeat(result, f"{name}_{d}", f"{name} over wan1, {d}", cfg.runs, measure)
+    with fluxify_running(dep):
+        for d in DIRECTIONS:
+            measure = partial(tunnel_mbit, dep, cfg.seconds, d, None)
+            label = f"fluxify (2 unshaped uplinks), {d}"
+            repeat(result, f"fluxify_{d}", label, cfg.runs, measure)
+    for d in DIRECTIONS:
+        result.ratios.append(Ratio(f"fluxify / raw link, {d}", f"fluxify_{d}", f"raw_{d}"))
+        for name in cfg.baselines:
+            result.ratios.append(Ratio(f"fluxify / {name}, {d}", f"fluxify_{d}", f"{name}_{d}"))
+            result.ratios.append(Ratio(f"{name} / raw link, {d}", f"{name}_{d}", f"raw_{d}"))
+    result.notes.append(
+        "fluxify-client -b needs 2 uplinks: its row bonds wan1+wan2, both unshaped; "
+        "baselines end at the server's tunnel address, fluxify at the internet host behind it"
+    )
+
+
+def bonding(links: tuple[tuple[float, float], ...]) -> Scenario:
+    """Scenarios 2-4: uplinks of (Mbit/s, one-way delay ms); each alone, the sum and bonded."""
+
+    def run(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
+        for number, (rate, delay_ms) in enumerate(links, start=1):
+            dep.bed.shape_uplink(number, rate)
+            if delay_ms:
+                dep.bed.set_delay(number, delay_ms)
+        for d in DIRECTIONS:
+            for number, (rate, delay_ms) in enumerate(links, start=1):
+                label = f"wan{number} alone ({rate:g} Mbit/s, {delay_ms:g} ms), {d}"
+                measure = partial(raw_mbit, dep, number, cfg.seconds, d)
+                repeat(result, f"wan{number}_{d}", label, cfg.runs, measure)
+            samples = [result.metrics[f"wan{n}_{d}"].samples for n in range(1, len(links) + 1)]
+            sum_metric = result.metric(f"sum_{d}", f"sum of single links, {d}", MBIT)
+            sum_metric.samples = [round(sum(each), 2) for each in zip(*samples, strict=True)]
+        with fluxify_running(dep):
+            for d in DIRECTIONS:
+                measure = partial(tunnel_mbit, dep, cfg.seconds, d, None)
+                repeat(result, f"bonded_{d}", f"bonded (fluxify), {d}", cfg.runs, measure)
+        for d in DIRECTIONS:
+            efficiency = f"efficiency (bonded / sum), {d}"
+            result.ratios.append(Ratio(efficiency, f"bonded_{d}", f"sum_{d}"))
+            result.ratios.append(Ratio(f"bonded / wan1 alone, {d}", f"bonded_{d}", f"wan1_{d}"))
+
+    return run
+
+
+def latency(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
+    """Scenario 6: ping RTT raw over wan1 to the server, through each tunnel, through Fluxify."""
+    wan1 = dep.t.uplink(1).ifname
+    measure = partial(ping_rtt_ms, dep, str(dep.t.server_v4.ip), interface=wan1)
+    repeat(result, "raw", "raw ping wan1 -> server", cfg.runs, measure, unit="ms")
+    for name in cfg.baselines:
+        with baseline_tunnel(name, dep) as tunnel:
+            measure = partial(ping_rtt_ms, dep, tunnel.target)
+            label = f"{name} ping -> server tunnel address"
+            repeat(result, name, label, cfg.runs, measure, unit="ms")
+    with fluxify_running(dep):
+        measure = partial(ping_rtt_ms, dep, str(dep.t.internet_host_v4.ip))
+        repeat(result, "fluxify", "fluxify ping -> internet host", cfg.runs, measure, unit="ms")
+    for key in ("fluxify", *cfg.baselines):
+        raw, tunnel_rtt = result.metrics["raw"].samples, result.metrics[key].samples
+        added = [round(t - r, 3) for t, r in zip(tunnel_rtt, raw, strict=True)]
+        result.metric(f"{key}_added", f"RTT added by {key}", "ms").samples = added
+        result.ratios.append(Ratio(f"{key} RTT / raw RTT", key, "raw"))
+    for name in cfg.baselines:
+        label = f"fluxify added / {name} added"
+        result.ratios.append(Ratio(label, "fluxify_added", f"{name}_added"))
+    result.notes.append("RTT = average of 20 pings 0.2 s apart; median of the runs' averages")
+
+
+def cpu(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
+    """Scenario 7: CPU seconds (user + system) per GB moved, client and server process."""
+    for name in cfg.baselines:
+        with baseline_tunnel(name, dep) as tunnel:
+            pids = (tunnel.client_pid, tunnel.server_pid)
+            _cpu_runs(result, name, cfg, pids, partial(tunneled_via, dep, cfg.seconds, tunnel))
+    with fluxify_running(dep) as pids:
+        _cpu_runs(result, "fluxify", cfg, pids, partial(tunneled_via, dep, cfg.seconds, None))
+    for d in DIRECTIONS:
+        for name in cfg.baselines:
+            for side in ("client", "server"):
+                result.ratios.append(
+                    Ratio(
+                        f"fluxify / {name} {side} CPU per GB, {d}",
+                        f"fluxify_{side}_{d}",
+                        f"{name}_{side}_{d}",
+                    )
+                )
+    result.notes.append("unshaped links; fluxify bonds wan1+wan2, baselines use wan1")
+
+
+def _cpu_runs(
+    result: ScenarioResult,
+    name: str,
+    cfg: BenchConfig,
+    pids: tuple[int, int],
+    measure: Callable[[str], Throughput],
+) -> None:
+    for d in DIRECTIONS:
+        for index in range(cfg.runs):
+            client_s, server_s = cpu_per_gb(pids, partial(measure, d))
+            result.add(f"{name}_client_{d}", f"{name} client CPU per GB, {d}", "s/GB", client_s)
+            result.add(f"{name}_server_{d}", f"{name} server CPU per GB, {d}", "s/GB", server_s)
+            print(
+                f"    {name} CPU per GB, {d}: run {index + 1}/{cfg.runs}: "
+                f"client {client_s:.2f} s, server {server_s:.2f} s",
+                flush=True,
+            )
+
+
+def tunneled_via(dep: Deployment, seconds: float, via: Tunnel | None, direction: str) -> Throughput:
+    """One run through baseline ``via`` (to the server's tunnel address) or Fluxify (None)."""
+    if via is None:
+        return tunneled(dep, seconds, direction)
+    return tunneled(dep, seconds, direction, server_ns=dep.t.server_ns, target=via.target)
