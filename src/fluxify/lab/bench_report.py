@@ -107,10 +107,10 @@ def render_table(results: list[ScenarioResult]) -> str:
         for m in result.metrics.values():
             samples = ", ".join(_number(s) for s in m.samples)
             value = _number(m.median) if m.median is not None else "-"
-            lines.append(f"   {m.label:<46}{value:>10} {m.unit:<8} [{samples}]")
+            lines.append(f"   {m.label:<50}{value:>10} {m.unit:<9} [{samples}]")
         for label, quotient in result.ratio_values().items():
             shown = "-" if quotient is None else f"{quotient:.2f}x"
-            lines.append(f"   {label:<46}{shown:>10}")
+            lines.append(f"   {label:<50}{shown:>10}")
         lines.extend(f"   note: {note}" for note in result.notes)
     return "\n".join(lines)
 
