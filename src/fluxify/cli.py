@@ -431,10 +431,13 @@ def _dispatch_client(config: ClientConfig) -> int:
     # Imports are local: they keep -h fast and each mode loads only what it uses.
     from fluxify.client.settings import default_pki_dir  # noqa: PLC0415
 
-    if config.mode is Mode.TUI:
+    if config.mode is Mode.TUI or config.tui_autostart:
         from fluxify.tui.client_app import run_client_tui  # noqa: PLC0415
 
-        return run_client_tui(config)
+        return run_client_tui(config, _state_dir())  # merges saved settings itself
+    from fluxify.client.settings import merged_config  # noqa: PLC0415
+
+    config = merged_config(config)  # explicit flags win over ~/.fluxify/config.json
     _setup_logging(config.verbose)
     if config.mode is Mode.LOAD_BALANCE:
         from fluxify.client.loadbalance import run_load_balance  # noqa: PLC0415

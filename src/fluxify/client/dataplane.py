@@ -253,6 +253,9 @@ class ClientDataPlane:
             if alive != uplink.alive:
                 uplink.alive = alive
                 changed = True
+                if alive:  # a revived path starts afresh: its old queue history is void
+                    uplink.weight = 1.0
+                    self.weights.forget(uplink)
                 log.warning("uplink %s is %s", uplink.ifname, "back up" if alive else "down")
         if changed:
             self.scheduler.refresh(self.uplinks)
