@@ -274,6 +274,8 @@ def _build_uplink(t: Topology, u: Uplink) -> None:
     _ip(isp, f"-6 route add default via {t.server_v6.ip}")
     sysctl.write_sysctl(sysctl.IPV4_FORWARD, "1", isp)
     sysctl.write_sysctl(sysctl.IPV6_FORWARD, "1", isp)
+    # Keep the LAN addresses when the port goes down (a cut uplink), so IPv6 comes back with it.
+    sysctl.write_sysctl("net.ipv6.conf.lan.keep_addr_on_down", "1", isp)
     ruleset = nftables.uplink_ruleset([u.isp_wan_ifname], table=ISP_NAT_TABLE)
     nftables.apply(nftables.render(ruleset), isp)
 
