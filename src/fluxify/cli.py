@@ -559,16 +559,81 @@ def lab_parser() -> FlagParser:
         metavar="PREFIX",
         help="write PREFIX.json and PREFIX.png (default out/demo)",
     )
+    up = sub.add_parser("up", help="build a lab and hold it until Ctrl-C")
+    up.add_argument("--uplinks", type=int_value, default=2, metavar="N", help="default 2")
+    up.add_argument(
+        "--rate",
+        type=_number_list,
+        default=(),
+        metavar="MBIT,..",
+        help="per-uplink rate in Mbit/s (0: unshaped)",
+    )
+    up.add_argument(
+        "--delay",
+        type=_number_list,
+        default=(),
+        metavar="MS,..",
+        help="per-uplink one-way delay each way in ms",
+    )
+    up.add_argument(
+        "--loss",
+        type=_number_list,
+        default=(),
+        metavar="PCT,..",
+        help="per-uplink random loss in percent (whole numbers)",
+    )
+    sub.add_parser("down", help="remove what a killed 'up' left behind")
     return parser
 
 
+def _number_list(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(item) for item in csv_items(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected numbers >= 0, got {text!r}")
+    return values
+
+
 def lab_main(argv: Sequence[str] | None = None) -> int:
-    ns = lab_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = lab_parser()
+    ns = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if ns.command == "down":
+        from fluxify.lab.standing import remove_leftovers  # noqa: PLC0415
+
+        return _run("fluxify-lab", remove_leftovers)
+    if ns.command == "up":
+        return _lab_up(parser, ns)
     if ns.seconds < 1:
-        lab_parser().error("argument --seconds: expected at least 1")
+        parser.error("argument --seconds: expected at least 1")
     from fluxify.lab.demo import run_demo  # noqa: PLC0415 - heavy, only here
 
     return _run("fluxify-lab", lambda: run_demo(ns.out, seconds=ns.seconds))
+
+
+def _lab_up(parser: FlagParser, ns: argparse.Namespace) -> int:
+    from fluxify.lab.standing import UplinkShape, hold_lab  # noqa: PLC0415
+    from fluxify.lab.topology import MAX_UPLINKS  # noqa: PLC0415
+
+    if not 1 <= ns.uplinks <= MAX_UPLINKS:
+        parser.error(f"argument --uplinks: expected 1..{MAX_UPLINKS}")
+    for flag in ("rate", "delay", "loss"):
+        if len(getattr(ns, flag)) > ns.uplinks:
+            parser.error(f"argument --{flag}: more values than --uplinks ({ns.uplinks})")
+
+    def at(values: tuple[float, ...], index: int) -> float:
+        return values[index] if index < len(values) else 0.0
+
+    shapes = [
+        UplinkShape(at(ns.rate, i), at(ns.delay, i), round(at(ns.loss, i)))
+        for i in range(ns.uplinks)
+    ]
+    if any(not 0 <= s.loss_percent <= 100 for s in shapes):
+        parser.error("argument --loss: expected percentages 0..100")
+    return _run("fluxify-lab", lambda: hold_lab(shapes))
 
 
 # -- shared -----------------------------------------------------------------------------------
