@@ -11,142 +11,32 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from fluxify.client.config import DEFAULT_CONNECTIONS as CLIENT_DEFAULT_CONNECTIONS
 from fluxify.client.config import DEFAULT_CONTROL_PORT as CLIENT_DEFAULT_CONTROL_PORT
-from fluxify.client.config import ClientConfig, Mode, ServerAddress
+from fluxify.client.config import ClientConfig, Mode
 from fluxify.errors import FluxifyError
+from fluxify.flags import (
+    RUNTIME_ERROR,
+    FlagParser,
+    add_flag,
+    address_list,
+    host_list,
+    int_value,
+    interface_list,
+    number_list,
+    parse_server_address,
+    port_value,
+    weight_list,
+)
 from fluxify.server.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_HOSTS,
     DEFAULT_UDP_PORT,
     ServerConfig,
 )
-
-USAGE_ERROR = 2
-RUNTIME_ERROR = 1
-IFNAMSIZ = 16  # kernel limit, including the terminating NUL
-
-
-class FlagParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line naming the flag, exit status 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(USAGE_ERROR, f"{self.prog}: {_one_line(message)}\n")
-
-    def _get_option_tuples(self, option_string: str) -> list[Any]:
-        # Python 3.11 still expands single-dash prefixes ("-serv" -> "-server") even with
-        # allow_abbrev=False; Go's flag package never abbreviates, so neither do we.
-        return []
-
-
-def _one_line(message: str) -> str:
-    if message.startswith("unrecognized arguments: "):
-        first = message.removeprefix("unrecognized arguments: ").split()[0]
-        if first.startswith("-"):
-            return f"unknown flag {first} (run with -h to list the flags)"
-        return f"unexpected argument {first!r}: every setting is a flag (run with -h)"
-    if message.startswith("argument "):
-        names, _, reason = message.removeprefix("argument ").partition(": ")
-        flag = names.split("/")[0]
-        if reason == "expected one argument":
-            reason = "expects a value"
-        return f"{flag}: {reason}"
-    return message
-
-
-def _add_flag(parser: argparse.ArgumentParser, name: str, **kwargs: object) -> None:
-    parser.add_argument(f"-{name}", f"--{name}", **kwargs)  # type: ignore[arg-type]
-
-
-# -- value parsers: each raises ArgumentTypeError with what was expected ----------------------
-
-
-def port_value(text: str) -> int:
-    try:
-        port = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected a port number in 1..65535, got {text!r}"
-        ) from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number in 1..65535, got {port}")
-    return port
-
-
-def int_value(text: str) -> int:
-    try:
-        return int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-
-
-def csv_items(text: str) -> tuple[str, ...]:
-    """Comma-separated items, trimmed, empties dropped, duplicates removed (order kept)."""
-    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
-
-
-def interface_list(text: str) -> tuple[str, ...]:
-    names = csv_items(text)
-    for name in names:
-        if len(name) >= IFNAMSIZ or any(c in name for c in "/: \t") or name in {".", ".."}:
-            raise argparse.ArgumentTypeError(
-                f"{name!r} is not a valid interface name (at most {IFNAMSIZ - 1} characters, "
-                "no '/', ':' or spaces)"
-            )
-    return names
-
-
-def address_list(text: str) -> tuple[IPv4Address | IPv6Address, ...]:
-    addresses = []
-    for item in csv_items(text):
-        try:
-            addresses.append(ip_address(item))
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated IP addresses, {item!r} is not one"
-            ) from None
-    return tuple(addresses)
-
-
-def weight_list(text: str) -> tuple[int, ...]:
-    weights = []
-    for item in (item.strip() for item in text.split(",")):
-        if not item.isdigit() or not 1 <= int(item) <= 256:
-            raise argparse.ArgumentTypeError(
-                f"expected comma-separated weights in 1..256, {item!r} is not one"
-            )
-        weights.append(int(item))
-    return tuple(weights)
-
-
-def host_list(text: str) -> tuple[str, ...]:
-    hosts = csv_items(text)
-    for host in hosts:
-        if any(c.isspace() for c in host):
-            raise argparse.ArgumentTypeError(f"host {host!r} contains spaces")
-    return hosts or DEFAULT_HOSTS  # the original falls back to the default on an empty list
-
-
-def parse_server_address(text: str, default_port: int) -> ServerAddress:
-    """``host``, ``host:port``, ``[v6]``, ``[v6]:port`` or a bare IPv6 literal."""
-    text = text.strip()
-    host, port_text = text, ""
-    if text.startswith("["):
-        host, sep, rest = text[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise argparse.ArgumentTypeError(f"expected [ipv6]:port, got {text!r}")
-        port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, _, port_text = text.partition(":")
-    if not host:
-        raise argparse.ArgumentTypeError(f"expected host[:port], got {text!r}")
-    port = port_value(port_text) if port_text else default_port
-    return ServerAddress(host=host, port=port)
-
 
 # -- fluxify-server ---------------------------------------------------------------------------
 
@@ -157,7 +47,7 @@ def server_parser() -> FlagParser:
         description="Fluxify bonding server: mTLS control plane, UDP data plane, TUN and NAT.",
         allow_abbrev=False,
     )
-    _add_flag(
+    add_flag(
         parser,
         "port",
         type=port_value,
@@ -165,7 +55,7 @@ def server_parser() -> FlagParser:
         metavar="N",
         help=f"UDP data port (default {DEFAULT_UDP_PORT})",
     )
-    _add_flag(
+    add_flag(
         parser,
         "ctrl",
         type=port_value,
@@ -173,7 +63,7 @@ def server_parser() -> FlagParser:
         metavar="N",
         help=f"TLS control port (default {DEFAULT_CONTROL_PORT})",
     )
-    _add_flag(
+    add_flag(
         parser,
         "iface",
         default="",
@@ -181,7 +71,7 @@ def server_parser() -> FlagParser:
         type=_single_interface,
         help="TUN device name (default: the kernel picks tunN)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "pki",
         type=Path,
@@ -189,13 +79,13 @@ def server_parser() -> FlagParser:
         metavar="DIR",
         help="PKI directory (default ./pki)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "regen",
         action="store_true",
         help="regenerate the CA and the server certificate (invalidates client certs)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "hosts",
         type=host_list,
@@ -204,15 +94,15 @@ def server_parser() -> FlagParser:
         help="comma-separated names/IPs for the server certificate "
         f"(default {','.join(DEFAULT_HOSTS)})",
     )
-    _add_flag(parser, "tui", action="store_true", help="run the certificate manager TUI")
-    _add_flag(
+    add_flag(parser, "tui", action="store_true", help="run the certificate manager TUI")
+    add_flag(
         parser,
         "new-client",
         metavar="NAME",
         dest="new_client",
         help="issue (or reissue) a client certificate and bundle, print the paths, exit",
     )
-    _add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
+    add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
     return parser
 
 
@@ -287,13 +177,13 @@ def client_parser() -> FlagParser:
         "no mode flag opens the TUI.",
         allow_abbrev=False,
     )
-    _add_flag(
+    add_flag(
         parser,
         "server",
         metavar="HOST[:PORT]",
         help="control endpoint of the server (port defaults to -ctrl)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "ifaces",
         type=interface_list,
@@ -301,7 +191,7 @@ def client_parser() -> FlagParser:
         metavar="A,B",
         help="comma-separated uplink interfaces",
     )
-    _add_flag(
+    add_flag(
         parser,
         "ips",
         type=address_list,
@@ -309,7 +199,7 @@ def client_parser() -> FlagParser:
         metavar="IP,IP",
         help="source IPs, paired with -ifaces by position",
     )
-    _add_flag(
+    add_flag(
         parser,
         "conns",
         type=int_value,
@@ -317,7 +207,7 @@ def client_parser() -> FlagParser:
         metavar="N",
         help="number of UDP sockets; <= 0 means one per interface (default 2)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "pki",
         type=Path,
@@ -325,14 +215,14 @@ def client_parser() -> FlagParser:
         metavar="DIR",
         help="client PKI directory (default ~/.fluxify)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "client",
         default="",
         metavar="NAME",
         help="client name; selects <pki>/<NAME>.pem (default: the only bundle there)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "ctrl",
         type=port_value,
@@ -340,22 +230,22 @@ def client_parser() -> FlagParser:
         metavar="N",
         help="control port when -server has none (default 8443)",
     )
-    _add_flag(parser, "b", action="store_true", dest="bonding", help="bonding mode, headless")
-    _add_flag(
+    add_flag(parser, "b", action="store_true", dest="bonding", help="bonding mode, headless")
+    add_flag(
         parser,
         "l",
         action="store_true",
         dest="load_balance",
         help="load-balance mode, headless (wins over -b)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "policy-routing",
         action="store_true",
         dest="policy_routing",
         help="accepted for seed compatibility; policy routing is always applied",
     )
-    _add_flag(
+    add_flag(
         parser,
         "gws",
         type=address_list,
@@ -363,7 +253,7 @@ def client_parser() -> FlagParser:
         metavar="IP,IP",
         help="gateways, paired with -ifaces by position (default: discovered)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "probe",
         type=address_list,
@@ -372,7 +262,7 @@ def client_parser() -> FlagParser:
         help="load-balance: addresses to ping through each uplink, v4 and/or v6 "
         "(default 1.1.1.1,8.8.8.8 and their IPv6 twins)",
     )
-    _add_flag(
+    add_flag(
         parser,
         "weights",
         type=weight_list,
@@ -380,10 +270,10 @@ def client_parser() -> FlagParser:
         metavar="N,N",
         help="load-balance: nexthop weight 1..256 per interface, by -ifaces position (default 1)",
     )
-    _add_flag(
+    add_flag(
         parser, "tui-autostart", action="store_true", dest="tui_autostart", help=argparse.SUPPRESS
     )
-    _add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
+    add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
     return parser
 
 
@@ -563,39 +453,27 @@ def lab_parser() -> FlagParser:
     up.add_argument("--uplinks", type=int_value, default=2, metavar="N", help="default 2")
     up.add_argument(
         "--rate",
-        type=_number_list,
+        type=number_list,
         default=(),
         metavar="MBIT,..",
         help="per-uplink rate in Mbit/s (0: unshaped)",
     )
     up.add_argument(
         "--delay",
-        type=_number_list,
+        type=number_list,
         default=(),
         metavar="MS,..",
         help="per-uplink one-way delay each way in ms",
     )
     up.add_argument(
         "--loss",
-        type=_number_list,
+        type=number_list,
         default=(),
         metavar="PCT,..",
         help="per-uplink random loss in percent (whole numbers)",
     )
     sub.add_parser("down", help="remove what a killed 'up' left behind")
     return parser
-
-
-def _number_list(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(item) for item in csv_items(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
-    if any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected numbers >= 0, got {text!r}")
-    return values
 
 
 def lab_main(argv: Sequence[str] | None = None) -> int:
