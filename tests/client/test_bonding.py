@@ -188,3 +188,17 @@ def test_two_clients_get_their_own_addresses_and_reach_the_internet_and_each_oth
         sessions = {s["identity"]: s for s in dep.server_stats()["sessions"]}
         assert set(sessions) == {"alice", "bob"}
         assert all(len(s["paths"]) == 2 for s in sessions.values())
+
+
+def test_a_multi_homed_server_answers_from_the_address_the_client_used(tmp_path: Path) -> None:
+    with deployment(tmp_path) as dep:
+        peer_pki = dep.issue("carol")
+        second = "198.18.0.2"  # a second address of the server, not its primary one
+        dep.bed.run(dep.t.server_ns, ["ip", "addr", "add", f"{second}/24", "dev", "br0"])
+        dep.start_server()
+        peer = Path(__file__).parent / "connected_peer.py"
+        result = dep.bed.run(
+            dep.t.uplink(1).isp_ns,
+            [sys.executable, str(peer), str(peer_pki), str(dep.t.server_v4.ip), second],
+        )
+        assert result.stdout.strip() == "echo", result.stderr
