@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+LOG_SCALE_SPREAD = 20.0  # a panel whose bars span more than this factor gets a log axis
+
 
 @dataclass
 class Metric:
@@ -153,7 +155,14 @@ def write_png(results: list[ScenarioResult], path: Path) -> bool:
         values = [m.median or 0.0 for m in metrics]
         bars = ax.bar(range(len(values)), values, color="tab:blue")
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
-        ax.set_xticks(range(len(values)), [_wrap(m.label) for m in metrics], fontsize=7)
+        many = len(values) > 8
+        labels = [m.label if many else _wrap(m.label) for m in metrics]
+        ax.set_xticks(range(len(values)), labels, fontsize=7, rotation=60 if many else 0)
+        if many:
+            for tick in ax.get_xticklabels():
+                tick.set_horizontalalignment("right")
+        if min(values) > 0 and max(values) / min(values) > LOG_SCALE_SPREAD:
+            ax.set_yscale("log")  # raw veth links are ~50x faster than any tunnel
         ax.set_ylabel(unit or "")
         ax.set_title(f"{result.name}: {result.title}", fontsize=9)
     for ax in list(axes.flat)[len(shown) :]:
