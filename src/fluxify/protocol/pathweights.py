@@ -16,7 +16,7 @@ from fluxify.protocol.paths import PathState
 MIN_WEIGHT = 0.05
 WEIGHT_INCREASE = 0.05
 WEIGHT_DECREASE = 0.85
-QUEUE_DELAY_MARGIN_S = 0.004  # queueing this much beyond the least-queued path = overloaded
+QUEUE_DELAY_MARGIN_S = 0.0015  # queueing this much beyond the least-queued path = overloaded
 MIN_FILTER_WINDOW_S = 30.0  # the base RTT is the minimum over the last 30..60 s (two buckets)
 PEER_SAMPLE_MAX_AGE_S = 2.0  # other paths' queueing older than this is not compared against
 
