@@ -39,6 +39,8 @@ REORDER_SPREAD_FACTOR = 1.5  # hold out-of-order packets 1.5x the paths' RTT spr
 REORDER_MARGIN_S = 0.015
 MIN_REORDER_HOLD_S = 0.020
 MAX_REORDER_HOLD_S = 0.200
+SINGLE_PATH_REORDER_HOLD_S = 0.003  # one path carries data: only path switches reorder
+DATA_PATH_MIN_PACKETS = 20  # a path "carries data" with more than this many packets per check
 
 
 class Uplink(PathState):
@@ -89,6 +91,7 @@ class ClientDataPlane:
         self.tun_packets_read = 0
         self.tun_packets_written = 0
         self.reorder = ReorderBuffer()
+        self._rx_seen: dict[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reorder_timer: asyncio.TimerHandle | None = None
 
@@ -259,7 +262,25 @@ class ClientDataPlane:
                 log.warning("uplink %s is %s", uplink.ifname, "back up" if alive else "down")
         if changed:
             self.scheduler.refresh(self.uplinks)
-        delays = [u.delay_s for u in self.uplinks if u.alive and u.delay_s is not None]
+        self._tune_reorder_hold()
+
+    def _tune_reorder_hold(self) -> None:
+        """Hold out-of-order packets about as long as the carrying paths' delays differ.
+
+        Only paths that brought data since the last call count: when the server sends on one
+        path (v1, or paths too far apart in delay), a gap is a loss, and holding it would only
+        delay TCP's retransmission (measured: 36 instead of 47 Mbit/s).
+        """
+        carrying = [
+            u
+            for u in self.uplinks
+            if u.alive and u.rx_packets - self._rx_seen.get(u.label, 0) > DATA_PATH_MIN_PACKETS
+        ]
+        self._rx_seen = {u.label: u.rx_packets for u in self.uplinks}
+        delays = [u.delay_s for u in carrying if u.delay_s is not None]
+        if len(carrying) < 2:
+            self.reorder.hold_s = SINGLE_PATH_REORDER_HOLD_S
+            return
         spread = max(delays) - min(delays) if len(delays) > 1 else 0.0
         self.reorder.hold_s = min(
             max(REORDER_SPREAD_FACTOR * spread + REORDER_MARGIN_S, MIN_REORDER_HOLD_S),
