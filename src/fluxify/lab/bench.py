@@ -13,13 +13,10 @@ Everything built is torn down after each scenario, on Ctrl-C and on SIGTERM. A f
 is reported as such and the suite goes on.
 """
 
-import signal
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from fluxify.errors import FluxifyError
 from fluxify.lab.baselines import ensure_installed
@@ -27,6 +24,7 @@ from fluxify.lab.bench_failover import failover
 from fluxify.lab.bench_report import ScenarioResult, render_table, to_json, write_json, write_png
 from fluxify.lab.bench_scenarios import BenchConfig, Scenario, bonding, cpu, latency, single_path
 from fluxify.lab.deployment import deployment
+from fluxify.lab.interrupt import sigterm_as_interrupt
 
 SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "single": ("single path, unshaped: raw vs Fluxify, OpenVPN, wireguard-go", single_path),
@@ -61,7 +59,7 @@ def run_lab_bench(
     available, notes = ensure_installed(install=install) if baselines else ([], [])
     results: list[ScenarioResult] = []
     started = time.monotonic()
-    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fluxify-bench-") as tmp:
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fluxify-bench-") as tmp:
         for step, name in enumerate(scenarios, start=1):
             title, scenario = SCENARIOS[name]
             print(f"[{step}/{len(scenarios)}] {name}: {title} ...", flush=True)
@@ -91,17 +89,3 @@ def _run_one(name: str, title: str, scenario: Scenario, cfg: BenchConfig) -> Sce
         result.skipped = f"failed: {type(exc).__name__}: {exc}"
         print(f"    {name} failed: {exc}", flush=True)
     return result
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every context manager tears down what it built."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -7,15 +7,13 @@ it built is torn down at the end, on Ctrl-C and on SIGTERM too.
 """
 
 import json
-import signal
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import FrameType
 
 from fluxify.lab.deployment import Deployment, deployment, wait_until
+from fluxify.lab.interrupt import sigterm_as_interrupt
 from fluxify.lab.iperf import iperf
 
 DIRECTIONS = ("upload", "download")
@@ -49,7 +47,7 @@ class DemoResult:
 def run_demo(out: Path, *, seconds: float = 8.0, links: Sequence[LinkSpec] = DEMO_LINKS) -> int:
     result = DemoResult(links=[str(link) for link in links], seconds=seconds)
     steps = 3 + len(links)
-    with _sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fluxify-demo-") as tmp:
+    with sigterm_as_interrupt(), tempfile.TemporaryDirectory(prefix="fluxify-demo-") as tmp:
         _progress(1, steps, f"building the lab: {len(links)} uplinks ({', '.join(result.links)})")
         with deployment(Path(tmp), uplinks=len(links), prefix="fxdemo") as dep:
             _shape(dep, links)
@@ -161,17 +159,3 @@ def _write(result: DemoResult, out: Path) -> None:
     fig.savefig(png_path, dpi=100)
     plt.close(fig)
     print(f"wrote {png_path}")
-
-
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C, so every context manager tears down what it built."""
-
-    def interrupt(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
