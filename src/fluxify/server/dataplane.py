@@ -2,10 +2,12 @@
 
 Uplink: a datagram's session id finds the session, the session's codec opens it, its source
 address becomes (or refreshes) a path, and an IP packet whose inner source is the session's own
-address is written to the TUN. Heartbeats are echoed on the path they came from. Downlink: a TUN
-packet's destination address finds the session, which seals it for its lowest-delay fresh path;
-the reply leaves from the address the client sent to. Each reader drains its fd until it would
-block (at most ``DRAIN_BUDGET`` per wake-up, for fairness). Nothing here logs per packet.
+address goes through the session's reorder buffer to the TUN. Heartbeats are echoed on the path
+they came from. Downlink: a TUN packet's destination address finds the session, which seals it
+for its lowest-delay fresh path (v1 clients) or the next path of its weighted schedule (clients
+that negotiated path-probe, whose paths we probe); the datagram leaves from the address the
+client sent to. Each reader drains its fd until it would block (at most ``DRAIN_BUDGET`` per
+wake-up, for fairness). Nothing here logs per packet.
 """
 
 import asyncio
