@@ -43,6 +43,7 @@ async def running_server(
     deadline_s: float = 5.0,
     accepted_features: frozenset[str] = frozenset(),
     expired_server_cert: bool = False,
+    is_revoked: Callable[[int], bool] | None = None,
 ) -> AsyncIterator[Harness]:
     ca = new_ca()
     layout = write_server_pki(root, ca, server_cert(ca, hosts, expired=expired_server_cert))
@@ -53,6 +54,7 @@ async def running_server(
         UDP_PORT,
         accepted_features=accepted_features,
         deadline_s=deadline_s,
+        is_revoked=is_revoked,
     )
     await server.start("127.0.0.1", 0)
     try:

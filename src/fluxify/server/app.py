@@ -18,6 +18,7 @@ from fluxify.linux import nftables
 from fluxify.linux.journal import Journal
 from fluxify.linux.tun import Tun
 from fluxify.pki.authority import ensure_server_pki
+from fluxify.pki.revocation import RevocationWatcher
 from fluxify.pki.tls import server_context
 from fluxify.protocol.addresses import (
     SERVER_TUN_V4,
@@ -52,12 +53,15 @@ class BondingServer:
         self.table = SessionTable()
         self.dataplane: ServerDataPlane | None = None
         self.control: ControlServer | None = None
+        self.revocation: RevocationWatcher | None = None
+        self._revocation_seen = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         setup = ensure_server_pki(
             self.config.pki_dir, self.config.hosts, regenerate=self.config.regenerate
         )
         context = server_context(setup.layout)
+        self.revocation = revocation = RevocationWatcher(setup.layout)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal("server", state_dir=self.state_dir)
         repaired = journal.repair()
@@ -77,6 +81,7 @@ class BondingServer:
                     self.table,
                     self.config.udp_port,
                     accepted_features=ACCEPTED_FEATURES,
+                    is_revoked=revocation.is_revoked,
                 )
                 await self.control.start(None, self.config.control_port)
                 log.info(
@@ -143,6 +148,7 @@ class BondingServer:
             if tick % SWEEPS_EVERY_PROBES:
                 continue
             dataplane.sweep()
+            self.end_revoked_sessions()
             self._write_stats(dataplane)
             now = time.monotonic()
             if now >= next_drop_log:
@@ -151,6 +157,16 @@ class BondingServer:
                 if drops != logged_drops:  # rate-limited summary, never per packet
                     log.info("drops so far: %s", drops)
                     logged_drops = drops
+
+    def end_revoked_sessions(self) -> list[Session]:
+        """When the revocation list changed, end the live sessions of revoked certificates."""
+        if self.revocation is None:
+            return []
+        self.revocation.refresh()
+        if self.revocation.generation == self._revocation_seen:
+            return []
+        self._revocation_seen = self.revocation.generation
+        return self.table.close_revoked(self.revocation.serials)
 
     def _write_stats(self, dataplane: ServerDataPlane) -> None:
         """``<state_dir>/server-stats.json``: sessions, their paths, drops (for tools and tests)."""

@@ -37,7 +37,8 @@ class ControlServer:
 
     ``accepted_features`` is the set of SPEC §5 extension features this server agrees to; a
     client offering features gets the intersection back, a v1 client gets no extension field.
-    ``clock`` gives the ``now`` recorded in the table (seconds, monotonic).
+    ``clock`` gives the ``now`` recorded in the table (seconds, monotonic). ``is_revoked`` is
+    asked about each client certificate's serial number; a revoked one gets no session.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class ControlServer:
         accepted_features: frozenset[str] = frozenset(),
         deadline_s: float = CONTROL_DEADLINE_S,
         clock: Callable[[], float] = time.monotonic,
+        is_revoked: Callable[[int], bool] | None = None,
     ) -> None:
         self._context = context
         self._table = table
@@ -56,6 +58,7 @@ class ControlServer:
         self._accepted = accepted_features
         self._deadline_s = deadline_s
         self._clock = clock
+        self._is_revoked = is_revoked
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
@@ -101,10 +104,16 @@ class ControlServer:
     ) -> None:
         await self.close()
 
-    def grant(self, identity: str, request: SessionRequest) -> SessionResponse:
-        """Open (or replace) the session of ``identity``; SessionRefusedError says why not."""
+    def grant(self, identity: str, request: SessionRequest, serial: int = 0) -> SessionResponse:
+        """Open (or replace) the session of ``identity``; SessionRefusedError says why not.
+
+        ``serial`` is the client certificate's serial number, checked against revocation and
+        recorded in the session so a later revocation can end it.
+        """
         if not identity:
             raise SessionRefusedError("the client certificate has no common name (CN)")
+        if self._is_revoked is not None and self._is_revoked(serial):
+            raise SessionRefusedError("certificate revoked")
         if request.client_name and request.client_name != identity:
             raise SessionRefusedError(
                 f"the request names {request.client_name!r} but the certificate is {identity!r}"
@@ -113,7 +122,10 @@ class ControlServer:
         if request.extensions is not None:
             extensions = Extensions(EXTENSION_VERSION, request.extensions.features & self._accepted)
         session = self._table.open(
-            identity, self._clock(), extensions.features if extensions else frozenset()
+            identity,
+            self._clock(),
+            extensions.features if extensions else frozenset(),
+            serial=serial,
         )
         return SessionResponse(
             session_id=session.session_id,
@@ -156,10 +168,12 @@ class ControlServer:
             log.info("control %s: TLS handshake failed: %s", peer, exc.reason or exc)
             return
         der = tls.peer_certificate_der()
-        identity = common_name(x509.load_der_x509_certificate(der)) if der else ""
+        cert = x509.load_der_x509_certificate(der) if der else None
+        identity = common_name(cert) if cert is not None else ""
+        serial = cert.serial_number if cert is not None else 0
         try:
             body = await tls.read_to_eof(MAX_CONTROL_MESSAGE_BYTES)
-            response = self.grant(identity, decode_request(body))
+            response = self.grant(identity, decode_request(body), serial)
         except TlsTooLongError:
             log.warning(
                 "control %s: refused %r: request larger than %d bytes",

@@ -29,13 +29,15 @@ class RemovalReason(Enum):
     REPLACED = "replaced by a reconnect of the same identity"
     EXPIRED = "idle for too long"
     CLOSED = "closed"
+    REVOKED = "its certificate was revoked"
 
 
 @dataclass(eq=False)
 class Session:
     """One client session. ``last_seen`` moves with :meth:`SessionTable.touch`; the rest is fixed.
 
-    ``features`` are the extension features accepted for it (SPEC §5); ``state`` is a free slot
+    ``features`` are the extension features accepted for it (SPEC §5); ``serial`` is the serial
+    number of the client certificate it was granted to (0: unknown); ``state`` is a free slot
     for the data plane's per-session object.
     """
 
@@ -48,6 +50,7 @@ class Session:
     created_at: float
     last_seen: float
     features: frozenset[str] = frozenset()
+    serial: int = 0
     state: object = field(default=None, repr=False)
 
 
@@ -81,7 +84,14 @@ class SessionTable:
         """Call ``hook(session, reason)`` after each session leaves the table."""
         self._removed_hooks.append(hook)
 
-    def open(self, identity: str, now: float, features: frozenset[str] = frozenset()) -> Session:
+    def open(
+        self,
+        identity: str,
+        now: float,
+        features: frozenset[str] = frozenset(),
+        *,
+        serial: int = 0,
+    ) -> Session:
         """A new session for ``identity``; raises PoolExhaustedError when no address is free."""
         old = self._by_identity.get(identity)
         host = old.host_number if old is not None else self._free_host(identity)
@@ -97,6 +107,7 @@ class SessionTable:
             created_at=now,
             last_seen=now,
             features=features,
+            serial=serial,
         )
         self._by_id[session.session_id] = session
         self._by_identity[identity] = session
@@ -131,6 +142,13 @@ class SessionTable:
         if session is not None:
             self._remove(session, RemovalReason.CLOSED)
         return session
+
+    def close_revoked(self, serials: frozenset[int]) -> list[Session]:
+        """Remove and return every session whose certificate serial is in ``serials``."""
+        revoked = [s for s in self._by_id.values() if s.serial and s.serial in serials]
+        for session in revoked:
+            self._remove(session, RemovalReason.REVOKED)
+        return revoked
 
     def expire(self, now: float, idle_s: float) -> list[Session]:
         """Remove and return every session without activity for more than ``idle_s`` seconds."""
