@@ -7,6 +7,7 @@ from textual.widgets import Button, Input, OptionList, Static
 
 from fluxify.pki.authority import ensure_server_pki
 from fluxify.pki.files import ServerPkiLayout
+from fluxify.pki.revocation import is_client_revoked, revoked_names
 from fluxify.server.config import ServerConfig
 from fluxify.tui.dialogs import ConfirmScreen
 from fluxify.tui.server_app import CertManagerApp
@@ -16,7 +17,7 @@ SIZE = (120, 40)
 
 def make_app(root: Path) -> CertManagerApp:
     ensure_server_pki(root, None)
-    return CertManagerApp(ServerConfig(pki_dir=root))
+    return CertManagerApp(ServerConfig(pki_dir=root), state_dir=root.parent / "state")
 
 
 def status_text(app: CertManagerApp) -> str:
@@ -126,3 +127,37 @@ async def test_empty_and_bad_names_are_refused_with_a_message(tmp_path: Path) ->
         await create_client(app, pilot, "server")
         assert "collide" in status_text(app)
         assert client_names(app) == []
+
+
+def client_prompts(app: CertManagerApp) -> list[str]:
+    clients = app.query_one("#clients", OptionList)
+    return [str(clients.get_option_at_index(i).prompt) for i in range(clients.option_count)]
+
+
+async def test_revoke_asks_first_and_marks_the_client_revoked(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "pki")
+    layout = ServerPkiLayout(tmp_path / "pki")
+    async with app.run_test(size=SIZE) as pilot:
+        await create_client(app, pilot, "dave")
+        await create_client(app, pilot, "erin")
+        app.query_one("#clients", OptionList).highlighted = 0
+        await pilot.pause()
+        await pilot.click("#revoke")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Revoke client dave?" in app.screen.question
+        await pilot.click("#cancel")
+        await pilot.pause()
+        assert revoked_names(layout) == frozenset()
+
+        await pilot.click("#revoke")
+        await pilot.pause()
+        await pilot.click("#confirm")
+        await app.workers.wait_for_complete()
+        await pilot.pause()
+        assert revoked_names(layout) == {"dave"}
+        assert is_client_revoked(layout, "dave") and not is_client_revoked(layout, "erin")
+        assert "Revoking dave done" in status_text(app)
+        prompts = client_prompts(app)
+        assert "revoked" in prompts[0] and "revoked" not in prompts[1]
+        assert client_names(app) == ["dave", "erin"]  # still listed, so it can be reissued

@@ -88,6 +88,14 @@ def client_files(layout: ServerPkiLayout, name: str) -> list[Path]:
     return sorted(files)
 
 
+def cert_serial(path: Path) -> int | None:
+    """The serial number of the certificate in ``path``; None if it cannot be read."""
+    try:
+        return load_cert(read_file(path, "client certificate"), str(path)).serial_number
+    except PkiError:
+        return None
+
+
 def details(layout: ServerPkiLayout, name: str) -> CertDetails:
     path = newest_cert(layout, name)
     cert = load_cert(read_file(path, "client certificate"), str(path))

@@ -1,8 +1,9 @@
 """The server's certificate manager TUI (``fluxify-server -tui``, SPEC §7, reference §5.1).
 
 Actions (regenerate the CA and server certificate, create a client certificate, refresh, quit),
-the client list with the selected client's details and actions (reissue, delete, bundle path),
-and the PKI paths. Certificate work runs in a thread, so the screen never freezes.
+the client list with the selected client's details and actions (reissue, revoke, delete, bundle
+path), the live sessions of a server running on this host (``sessions_view``) and the PKI paths.
+Certificate work runs in a thread, so the screen never freezes.
 """
 
 import asyncio
@@ -19,9 +20,11 @@ from textual.widgets.option_list import Option
 from fluxify.errors import FluxifyError
 from fluxify.pki.authority import ensure_server_pki, issue_client
 from fluxify.pki.files import ServerPkiLayout, sanitize_client_name
+from fluxify.pki.revocation import load_revoked, revoke_client
 from fluxify.server.config import DEFAULT_HOSTS, ServerConfig
 from fluxify.tui import cert_inventory
 from fluxify.tui.dialogs import ConfirmScreen
+from fluxify.tui.sessions_view import SessionsView, default_state_dir
 
 NO_CLIENTS = "<no client certificates>"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S UTC"
@@ -45,6 +48,7 @@ class CertManagerApp(App[int]):
     #details { height: 1fr; }
     #client-actions { height: 1; }
     #client-actions Button { height: 1; border: none; margin-right: 1; min-width: 10; }
+    #sessions { height: 8; border: round $primary; padding: 0 1; overflow-y: auto; }
     #paths { height: 8; border: round $primary; padding: 0 1; }
     """
     BINDINGS = [  # noqa: RUF012 - Textual's idiom
@@ -52,9 +56,10 @@ class CertManagerApp(App[int]):
         Binding("f5", "refresh_list", "Refresh"),
     ]
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, state_dir: Path | None = None) -> None:
         super().__init__()
         self.config = config
+        self.state_dir = state_dir or default_state_dir()
         self.layout_ = ServerPkiLayout(config.pki_dir)
         self.hosts = None if config.hosts == DEFAULT_HOSTS else config.hosts
         self.last_bundle: Path | None = None
@@ -81,8 +86,10 @@ class CertManagerApp(App[int]):
                 yield Static("<no details>", id="details")
                 with Horizontal(id="client-actions"):
                     yield Button("Reissue", id="reissue")
+                    yield Button("Revoke", id="revoke", variant="warning")
                     yield Button("Delete", id="delete", variant="error")
                     yield Button("Bundle path", id="bundle")
+        yield SessionsView(self.state_dir, id="sessions")
         yield Static(id="paths")
         yield Footer()
 
@@ -91,6 +98,7 @@ class CertManagerApp(App[int]):
         self.query_one("#actions").border_title = "Actions"
         self.query_one("#clients").border_title = "Client certificates"
         self.query_one("#detail-box").border_title = "Details"
+        self.query_one("#sessions").border_title = "Live sessions"
         self.query_one("#paths").border_title = "Paths"
         self.show_paths()
         self.refresh_clients()
@@ -126,8 +134,16 @@ class CertManagerApp(App[int]):
         except FluxifyError as exc:
             clients.add_option(Option(f"<error: {exc}>", disabled=True))
             entries = []
+        try:
+            revoked = load_revoked(self.layout_)
+        except FluxifyError as exc:
+            self.set_status(f"[red]{exc}[/]")
+            revoked = frozenset()
         for entry in entries:
-            prompt = entry.name if not entry.warning else f"{entry.name}  [red]{entry.warning}[/]"
+            notes = [entry.warning] if entry.warning else []
+            if cert_inventory.cert_serial(entry.cert) in revoked:
+                notes.insert(0, "revoked")
+            prompt = entry.name if not notes else f"{entry.name}  [red]{', '.join(notes)}[/]"
             clients.add_option(Option(prompt, id=entry.name))
         if not entries:
             clients.add_option(Option(NO_CLIENTS, disabled=True))
@@ -138,7 +154,7 @@ class CertManagerApp(App[int]):
 
     def show_details(self) -> None:
         name = self.selected_client
-        for button_id in ("#reissue", "#delete", "#bundle"):
+        for button_id in ("#reissue", "#revoke", "#delete", "#bundle"):
             self.query_one(button_id, Button).disabled = name is None
         details = self.query_one("#details", Static)
         if name is None:
@@ -168,6 +184,7 @@ class CertManagerApp(App[int]):
             "refresh": self.action_refresh_list,
             "quit": self.exit,
             "reissue": self.ask_reissue,
+            "revoke": self.ask_revoke,
             "delete": self.ask_delete,
             "bundle": self.show_bundle,
         }
@@ -236,6 +253,28 @@ class CertManagerApp(App[int]):
         issued = issue_client(self.layout_, name)
         self.last_bundle = issued.bundle
         return issued.name
+
+    def ask_revoke(self) -> None:
+        name = self.selected_client
+        if name is None:
+            return
+
+        def answered(confirmed: bool | None) -> None:
+            if confirmed:
+                self.run_job(f"Revoking {name}", lambda: self._revoke(name))
+
+        self.push_screen(
+            ConfirmScreen(
+                f"Revoke client {name}? The server refuses its certificate and ends its live "
+                "session; Reissue gives it a new one.",
+                "Revoke",
+            ),
+            answered,
+        )
+
+    def _revoke(self, name: str) -> str:
+        revoke_client(self.layout_, name)
+        return name
 
     def ask_delete(self) -> None:
         name = self.selected_client
