@@ -161,3 +161,4 @@ async def test_revoke_asks_first_and_marks_the_client_revoked(tmp_path: Path) ->
         prompts = client_prompts(app)
         assert "revoked" in prompts[0] and "revoked" not in prompts[1]
         assert client_names(app) == ["dave", "erin"]  # still listed, so it can be reissued
+        assert "Status:   revoked" in str(app.query_one("#details", Static).render())

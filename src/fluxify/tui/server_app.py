@@ -165,11 +165,16 @@ class CertManagerApp(App[int]):
         except FluxifyError as exc:
             details.update(f"[red]{exc}[/]")
             return
+        try:
+            revoked = cert_inventory.cert_serial(d.source) in load_revoked(self.layout_)
+        except FluxifyError:
+            revoked = False
         details.update(
             f"Client:   {d.name}\nCN:       {d.common_name}\n"
             f"From:     {d.not_before:{TIME_FORMAT}}\nExpires:  {d.not_after:{TIME_FORMAT}}\n"
             f"Issuer:   {d.issuer}\nFile:     {d.source.name}\n"
             f"Bundle:   {d.bundle or '(none)'}"
+            + ("\nStatus:   [red]revoked[/] (Reissue for a new certificate)" if revoked else "")
         )
 
     def on_option_list_option_highlighted(self, event: OptionList.OptionHighlighted) -> None:
