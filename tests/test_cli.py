@@ -10,7 +10,9 @@ import pytest
 from fluxify.cli import client_main, parse_client_args, parse_server_args, server_main
 from fluxify.client.config import Mode, ServerAddress
 
-SERVER_FLAGS = ["-port", "-ctrl", "-iface", "-pki", "-regen", "-hosts", "-tui", "-new-client", "-v"]
+SERVER_FLAGS = [
+    "-port", "-ctrl", "-iface", "-pki", "-regen", "-hosts", "-tui", "-new-client", "-revoke", "-v",
+]  # fmt: skip
 CLIENT_FLAGS = [
     "-server", "-ifaces", "-ips", "-conns", "-pki", "-client", "-ctrl", "-b", "-l",
     "-policy-routing", "-gws", "-v",
@@ -92,6 +94,7 @@ def test_server_address_forms(text: str, expected: ServerAddress) -> None:
         (server_main, ["-iface", "a/b"], "-iface"),
         (server_main, ["-bogus"], "-bogus"),
         (server_main, ["stray"], "stray"),
+        (server_main, ["-revoke", "a", "-new-client", "a"], "-new-client"),
         (client_main, ["-ifaces", "eth0,this-name-is-too-long"], "-ifaces"),
         (client_main, ["-ips", "1.2.3.4,nope"], "-ips"),
         (client_main, ["-gws", "300.1.1.1"], "-gws"),
@@ -110,3 +113,16 @@ def test_bad_flags_get_one_line_naming_the_flag_and_exit_2(
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
     assert flag in err
+
+
+def test_revoke_with_new_client_names_both_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        server_main(["-new-client", "alice", "-revoke", "alice"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-revoke" in err and "-new-client" in err, err
+
+
+def test_revoke_parses_into_the_config() -> None:
+    assert parse_server_args(["-revoke", "alice"]).revoke == "alice"
+    assert parse_server_args([]).revoke is None

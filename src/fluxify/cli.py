@@ -102,6 +102,12 @@ def server_parser() -> FlagParser:
         dest="new_client",
         help="issue (or reissue) a client certificate and bundle, print the paths, exit",
     )
+    add_flag(
+        parser,
+        "revoke",
+        metavar="NAME",
+        help="revoke every certificate of a client (a running server ends its session), exit",
+    )
     add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
     return parser
 
@@ -114,7 +120,12 @@ def _single_interface(text: str) -> str:
 
 
 def parse_server_args(argv: Sequence[str]) -> ServerConfig:
-    ns = server_parser().parse_args(argv)
+    parser = server_parser()
+    ns = parser.parse_args(argv)
+    if ns.new_client is not None and ns.revoke is not None:
+        parser.error(
+            "-revoke and -new-client cannot be used together: revoke, then reissue with -new-client"
+        )
     return ServerConfig(
         udp_port=ns.port,
         control_port=ns.ctrl,
@@ -124,6 +135,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
         hosts=ns.hosts,
         tui=ns.tui,
         new_client=ns.new_client,
+        revoke=ns.revoke,
         verbose=ns.verbose,
     )
 
@@ -136,6 +148,8 @@ def server_main(argv: Sequence[str] | None = None) -> int:
 def _dispatch_server(config: ServerConfig) -> int:
     if config.new_client is not None:
         return _issue_client(config)
+    if config.revoke is not None:
+        return _revoke_client(config)
     if config.tui:
         from fluxify.tui.server_app import run_server_tui  # noqa: PLC0415
 
@@ -164,6 +178,25 @@ def _issue_client(config: ServerConfig) -> int:
     print(f"  key:         {issued.key} (dated copy: {issued.dated_key})")
     print(f"  bundle:      {issued.bundle}")
     print(f"copy the bundle to the client as ~/.fluxify/{issued.name}.pem")
+    return 0
+
+
+def _revoke_client(config: ServerConfig) -> int:
+    """What the TUI's Revoke does; never creates a PKI (a mistyped -pki finds no client)."""
+    assert config.revoke is not None
+    from fluxify.pki.files import ServerPkiLayout, sanitize_client_name  # noqa: PLC0415
+    from fluxify.pki.revocation import client_serials, revoke_client, revoked_path  # noqa: PLC0415
+
+    name = sanitize_client_name(config.revoke)  # the stem -new-client wrote; no glob characters
+    layout = ServerPkiLayout(config.pki_dir)
+    added = revoke_client(layout, name)
+    already = len(client_serials(layout, name)) - len(added)
+    print(
+        f"revoked {len(added)} certificate(s) of client {name!r} in {revoked_path(layout)}"
+        + (f" ({already} already there)" if already else "")
+        + f"; a running server ends {name}'s live session within about a second;"
+        f" reissue with -new-client {name} to let it back in"
+    )
     return 0
 
 

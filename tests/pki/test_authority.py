@@ -1,4 +1,4 @@
-"""Server PKI creation and repair (SPEC §4), client issuance, and headless ``-new-client``."""
+"""Server PKI creation and repair (SPEC §4), client issuance, headless -new-client and -revoke."""
 
 import stat
 from ipaddress import ip_address
@@ -13,6 +13,7 @@ from fluxify.errors import PkiError
 from fluxify.pki.authority import ensure_server_pki, issue_client, load_ca
 from fluxify.pki.certs import common_name, is_issued_by, san_names
 from fluxify.pki.files import ServerPkiLayout, pem_blocks
+from fluxify.pki.revocation import RevocationWatcher, load_revoked, revoked_path
 
 
 def _cert(path: Path) -> x509.Certificate:
@@ -170,3 +171,51 @@ def test_headless_new_client_keeps_the_ca_and_refuses_bad_names(
     assert server_main(["-pki", str(tmp_path / "other"), "-new-client", "///"]) == 1
     assert "no usable characters" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_headless_revoke_lists_every_certificate_and_reissue_lets_the_client_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tmp_path / "pki"
+    layout = ServerPkiLayout(pki)
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0
+    first = _cert(layout.client_cert("alice")).serial_number
+    layout.client_cert("alice").rename(layout.clients / "alice-20200101-000000.pem")  # older copy
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0
+    assert server_main(["-pki", str(pki), "-new-client", "alice-2"]) == 0
+    alice = {first, _cert(layout.client_cert("alice")).serial_number}
+    assert len(alice) == 2
+    watcher = RevocationWatcher(layout)  # what the control server asks (is_revoked=...)
+    capsys.readouterr()
+
+    assert server_main(["-pki", str(pki), "-revoke", "alice"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1, out
+    assert "revoked 2 certificate(s) of client 'alice'" in out
+    assert str(revoked_path(layout)) in out and "-new-client alice" in out
+    assert "within about a second" in out
+    assert load_revoked(layout) == alice
+    assert all(watcher.is_revoked(serial) for serial in alice)
+    assert not watcher.is_revoked(_cert(layout.client_cert("alice-2")).serial_number)
+
+    assert server_main(["-pki", str(pki), "-revoke", "alice"]) == 0  # again: nothing new
+    assert "revoked 0 certificate(s)" in capsys.readouterr().out
+    assert load_revoked(layout) == alice
+
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0  # the way back
+    assert not watcher.is_revoked(_cert(layout.client_cert("alice")).serial_number)
+
+
+def test_headless_revoke_of_an_unknown_client_names_it_and_the_directory(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tmp_path / "pki"
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0
+    capsys.readouterr()
+    assert server_main(["-pki", str(pki), "-revoke", "nobody"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1, captured.err
+    assert "'nobody'" in captured.err and str(ServerPkiLayout(pki).clients) in captured.err
+    assert not revoked_path(ServerPkiLayout(pki)).exists()
+    assert server_main(["-pki", str(tmp_path / "typo"), "-revoke", "alice"]) == 1
+    assert not (tmp_path / "typo").exists()  # revoking never creates a PKI

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from fluxify.cli import server_main
 from fluxify.client.control import fetch_session
 from fluxify.errors import SessionRefusedError
 from fluxify.pki.certs import make_client_cert
@@ -49,6 +50,21 @@ async def test_a_revoked_certificate_is_refused_and_logged(
         await fetch_session(h.address, bob, SessionRequest("bob"))
     assert [s.identity for s in h.table] == ["bob"]
     assert "refused 'alice': certificate revoked" in caplog.text
+
+
+async def test_headless_revoke_makes_the_control_server_refuse_the_certificate(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    late = LateWatcher()
+    async with running_server(tmp_path, is_revoked=late.is_revoked) as h:
+        late.watcher = RevocationWatcher(h.layout)
+        alice, bob = on_disk_client(h, "alice"), on_disk_client(h, "bob")
+        await fetch_session(h.address, alice, SessionRequest("alice"))
+        assert server_main(["-pki", str(h.layout.root), "-revoke", "alice"]) == 0
+        assert "revoked 1 certificate(s) of client 'alice'" in capsys.readouterr().out
+        with pytest.raises(SessionRefusedError, match="without a session"):
+            await fetch_session(h.address, alice, SessionRequest("alice"))
+        await fetch_session(h.address, bob, SessionRequest("bob"))
 
 
 async def test_a_live_session_of_a_revoked_identity_is_ended(

@@ -10,7 +10,10 @@ DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """Everything ``fluxify-server`` was asked to do. ``tun_name`` "" lets the kernel pick."""
+    """Everything ``fluxify-server`` was asked to do. ``tun_name`` "" lets the kernel pick.
+
+    ``new_client`` and ``revoke`` name a client to issue or revoke headlessly, then exit.
+    """
 
     udp_port: int = DEFAULT_UDP_PORT
     control_port: int = DEFAULT_CONTROL_PORT
@@ -20,5 +23,6 @@ class ServerConfig:
     hosts: tuple[str, ...] = DEFAULT_HOSTS
     tui: bool = False
     new_client: str | None = None
+    revoke: str | None = None
     verbose: bool = False
     extra: dict[str, str] = field(default_factory=dict)
