@@ -4,12 +4,14 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from unittest.mock import ANY
 
 import pytest
+from pyroute2 import NetNS
 
 from fluxify.errors import HostError
 from fluxify.linux.journal import Journal
-from fluxify.linux.routing import Route
+from fluxify.linux.routing import Nexthop, Route, Rule
 from tests.linux.conftest import ip, requires_root
 from tests.linux.journal_scenario import OWNER, apply_changes, snapshot
 
@@ -144,3 +146,119 @@ def snapshot_routes(netns: str) -> tuple[str, str]:
         ip("-n", netns, "route", "show", "table", "all"),
         ip("-n", netns, "-6", "route", "show", "table", "all"),
     )
+
+
+# Devices that vanish while Fluxify runs (a USB modem unplugged) -------------------------------
+
+MULTIPATH6 = Route(
+    "2001:db8:99::/64",
+    table=300,
+    metric=50,
+    nexthops=(Nexthop("2001:db8:1::1", "d1"), Nexthop("2001:db8:2::1", "d2")),
+)
+
+
+@pytest.fixture
+def two_uplinks(netns: str) -> str:
+    """``netns`` plus veth pairs ``d1``/``p1`` and ``d2``/``p2``, each with addresses."""
+    for n in ("1", "2"):
+        ip("-n", netns, "link", "add", f"d{n}", "type", "veth", "peer", "name", f"p{n}")
+        ip("-n", netns, "link", "set", f"d{n}", "up")
+        ip("-n", netns, "link", "set", f"p{n}", "up")
+        ip("-n", netns, "addr", "add", f"10.{n}.0.2/24", "dev", f"d{n}")
+        ip("-n", netns, "addr", "add", f"2001:db8:{n}::2/64", "dev", f"d{n}", "nodad")
+    return netns
+
+
+def kernel_routes(netns: str, family: int, table: int) -> list[tuple[str, int, list[int]]]:
+    """``(dst/len, metric, [oif, ...])`` of every route in ``table``, read with pyroute2."""
+    with NetNS(netns) as nsr:
+        msgs = [m for m in nsr.get_routes(family=family) if m.get("table") == table]
+    return [
+        (
+            f"{m.get('dst') or ('::' if family == socket.AF_INET6 else '0.0.0.0')}/{m['dst_len']}",
+            m.get("priority") or 0,
+            [hop["oif"] for hop in m.get("multipath") or ()] or [m.get("oif")],
+        )
+        for m in msgs
+        if m["type"] == 1  # RTN_UNICAST: not the kernel's local/multicast entries
+    ]
+
+
+@pytest.mark.parametrize("via", ["undo", "repair"])
+def test_what_is_left_of_a_multipath_route_whose_device_vanished_is_deleted(
+    two_uplinks: str, tmp_path: Path, via: str
+) -> None:
+    # Routes sharing the prefix but not the table or the metric are not ours: they stay.
+    for table, metric in (("300", "60"), ("301", "50")):
+        ip(
+            *("-n", two_uplinks, "-6", "route", "add", "2001:db8:99::/64", "table", table),
+            *("metric", metric, "via", "2001:db8:2::1", "dev", "d2"),
+        )
+    journal = Journal(OWNER, netns=two_uplinks, state_dir=tmp_path)
+    try:
+        journal.add_route(MULTIPATH6)
+        ip("-n", two_uplinks, "link", "del", "d1")  # takes p1 along
+        # IPv6 keeps the route with the nexthop that is left.
+        assert ("2001:db8:99::/64", 50) in [
+            r[:2] for r in kernel_routes(two_uplinks, socket.AF_INET6, 300)
+        ]
+        if via == "undo":
+            journal.undo()
+    finally:
+        journal.close()
+    if via == "repair":
+        with Journal(OWNER, netns=two_uplinks, state_dir=tmp_path) as repairer:
+            assert repairer.repair() == 1
+    assert [r[:2] for r in kernel_routes(two_uplinks, socket.AF_INET6, 300)] == [
+        ("2001:db8:99::/64", 60)
+    ]
+    assert [r[:2] for r in kernel_routes(two_uplinks, socket.AF_INET6, 301)] == [
+        ("2001:db8:99::/64", 50)
+    ]
+    assert not (tmp_path / "client.json").exists()
+
+
+def test_a_vanished_device_never_widens_the_delete_to_other_metrics(
+    two_uplinks: str, tmp_path: Path
+) -> None:
+    # IPv4 metric 0 is a wildcard in a kernel delete; the route at metric 100 is not ours.
+    ip("-n", two_uplinks, "route", "add", "198.18.0.0/24", "via", "10.2.0.1", "metric", "100")
+    with Journal(OWNER, netns=two_uplinks, state_dir=tmp_path) as journal:
+        journal.add_route(
+            Route("198.18.0.0/24", nexthops=(Nexthop("10.1.0.1", "d1"), Nexthop("10.2.0.1", "d2")))
+        )
+        ip("-n", two_uplinks, "link", "del", "d1")  # IPv4 drops the whole multipath route
+    assert ("198.18.0.0/24", 100) in [
+        r[:2] for r in kernel_routes(two_uplinks, socket.AF_INET, 254)
+    ]
+
+
+def test_a_single_device_route_whose_device_vanished_is_undone_quietly(
+    two_uplinks: str, tmp_path: Path
+) -> None:
+    with Journal(OWNER, netns=two_uplinks, state_dir=tmp_path) as journal:
+        journal.add_route(Route("198.18.0.0/24", gateway="10.1.0.1", ifname="d1", table=300))
+        journal.add_route(Route("2001:db8:99::/64", ifname="d1", metric=7))
+        ip("-n", two_uplinks, "link", "del", "d1")  # the kernel removes both routes
+    assert journal.pending == []
+    assert kernel_routes(two_uplinks, socket.AF_INET6, 300) == []
+
+
+def test_a_replaced_route_whose_device_vanished_gives_way(two_uplinks: str, tmp_path: Path) -> None:
+    # The host's route named d1; ours replaced it. d1 vanished: the host's route cannot come
+    # back, and ours must not outlive the run.
+    ip("-n", two_uplinks, "route", "add", "default", "via", "10.1.0.1", "metric", "100")
+    with Journal(OWNER, netns=two_uplinks, state_dir=tmp_path) as journal:
+        journal.replace_route(Route("0.0.0.0/0", gateway="10.2.0.1", ifname="d2", metric=100))
+        ip("-n", two_uplinks, "link", "del", "d1")
+    assert kernel_routes(two_uplinks, socket.AF_INET, 254) == [("10.2.0.0/24", 0, [ANY])]
+
+
+def test_a_rule_naming_a_vanished_device_is_undone(two_uplinks: str, tmp_path: Path) -> None:
+    with Journal(OWNER, netns=two_uplinks, state_dir=tmp_path) as journal:
+        journal.add_rule(Rule(priority=500, table=300, iifname="d1"))
+        journal.add_rule(Rule(priority=501, table=300, oifname="d1"))
+        ip("-n", two_uplinks, "link", "del", "d1")
+        assert "iif d1 [detached]" in ip("-n", two_uplinks, "rule")  # the kernel keeps it
+    assert "d1" not in ip("-n", two_uplinks, "rule")

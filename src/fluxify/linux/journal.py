@@ -8,6 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +16,14 @@ from fluxify.errors import HostError
 from fluxify.linux import nftables, sysctl
 from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError
 from fluxify.linux.netns import NETNS_DIR
-from fluxify.linux.routing import Route, Rule
+from fluxify.linux.routing import PROTO_STATIC, Route, Rule, effective_metric
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STATE_DIR = Path("/run/fluxify")
 JOURNAL_VERSION = 1
 Record = dict[str, Any]
+Leg = tuple[str | None, str | None]  # (gateway, ifname) of a route or of one of its nexthops
 
 
 class Journal:
@@ -236,20 +238,88 @@ def _revert_route(record: Record, netlink: Netlink) -> None:
     route = Route.from_record(record["route"])
     action = record["action"]
     if action == "delete":
-        netlink.delete_route(route)
+        _delete_ours(netlink, route)
     elif action == "add":
         _add_unless_present(netlink, route)
     elif action == "restore":
         previous = [Route.from_record(old) for old in record["previous"]]
-        if not previous:
-            netlink.delete_route(route)
+        # A displaced route naming a device that has since vanished cannot come back (the
+        # kernel would have dropped it with the device); ours must still go.
+        restorable = [old for old in previous if not _vanished_devices(netlink, old)]
+        for old in previous:
+            if old not in restorable:
+                log.warning("cannot restore %s: its device is gone", old)
+        if not restorable:
+            _delete_ours(netlink, route)
             return
         # Replacing with the old route works whether or not the new one made it in (crash).
-        netlink.replace_route(previous[0])
-        for old in previous[1:]:
+        netlink.replace_route(restorable[0])
+        for old in restorable[1:]:
             _add_unless_present(netlink, old)
     else:
         raise HostError(f"Undo record with unknown route action {action!r}.")
+
+
+def _delete_ours(netlink: Netlink, route: Route) -> None:
+    """Delete ``route``, which we added; also when a device it names has vanished since.
+
+    The delete names the route's devices, so it cannot be built once one is gone. The kernel
+    may still hold what is left of the route (IPv6 keeps a multipath route with its remaining
+    nexthops), so that is found by its key instead: dst, table, metric, type and protocol, all
+    exact, and only when every leg it has left is one of ours. Each is deleted as listed, never
+    by a wildcard (a kernel delete without a metric matches any metric).
+    """
+    try:
+        netlink.delete_route(route)
+        return
+    except NotFoundError:
+        gone = _vanished_devices(netlink, route)
+        if not gone:
+            raise
+    log.info("%s vanished; deleting what is left of the route to %s", ", ".join(gone), route.dst)
+    for remnant in _remnants(netlink, route):
+        log.info("deleting %s", remnant)
+        netlink.delete_route(remnant)
+
+
+def _vanished_devices(netlink: Netlink, route: Route) -> list[str]:
+    named = [route.ifname, *(hop.ifname for hop in route.nexthops)]
+    present = {link.ifname for link in netlink.links()}
+    return sorted({name for name in named if name is not None and name not in present})
+
+
+def _remnants(netlink: Netlink, route: Route) -> list[Route]:
+    """The kernel's routes at ``route``'s exact key whose every leg is a leg of ``route``."""
+    metric = effective_metric(route)
+    proto = PROTO_STATIC if route.proto is None else route.proto
+    dst = ip_network(route.dst)
+    ours = _legs(route)
+    return [
+        listed
+        for listed in netlink.routes(route.family, route.table)
+        if listed.table == route.table
+        and ip_network(listed.dst) == dst
+        and effective_metric(listed) == metric
+        and listed.type == route.type
+        and listed.proto == proto
+        and all(_leg_among(leg, ours) for leg in _legs(listed))
+    ]
+
+
+def _legs(route: Route) -> list[Leg]:
+    if route.nexthops:
+        return [(_address(hop.gateway), hop.ifname) for hop in route.nexthops]
+    return [(_address(route.gateway), route.ifname)]
+
+
+def _leg_among(leg: Leg, ours: list[Leg]) -> bool:
+    # A leg recorded without a device matched whichever device the kernel chose.
+    gateway, ifname = leg
+    return any(gateway == g and (i is None or ifname == i) for g, i in ours)
+
+
+def _address(text: str | None) -> str | None:
+    return None if text is None else str(ip_address(text))
 
 
 def _add_unless_present(netlink: Netlink, route: Route) -> None:
