@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from fluxify.linux.tun_writer import InOrderTunWriter
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import HeartbeatFlag, PacketType
 from fluxify.protocol.heartbeat import round_trip_ns
@@ -34,7 +35,6 @@ TUN_READ_BYTES = 65536
 _IP = int(PacketType.IP)
 _HEARTBEAT = int(PacketType.HEARTBEAT)
 _PROBE = int(HeartbeatFlag.PROBE)
-REORDER_TICK_S = 0.005
 REORDER_SPREAD_FACTOR = 1.5  # hold out-of-order packets 1.5x the paths' RTT spread, plus margin
 REORDER_MARGIN_S = 0.015
 MIN_REORDER_HOLD_S = 0.020
@@ -89,16 +89,14 @@ class ClientDataPlane:
         self._clock = clock
         self._wall_clock_ns = wall_clock_ns
         self.tun_packets_read = 0
-        self.tun_packets_written = 0
+        self.tun = InOrderTunWriter(tun_fd, self.drops, clock)
         self.reorder = ReorderBuffer()
         self._rx_seen: dict[str, int] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reorder_timer: asyncio.TimerHandle | None = None
 
     def use_tunnel(self, tunnel: Tunnel) -> None:
         """Switch to a new session (after the old one was lost) and greet the server again."""
         self.tunnel = tunnel
-        self._flush_reorder(everything=True)
+        self.tun.flush(self.reorder)
         self.reorder = ReorderBuffer(self.reorder.hold_s)  # the new session numbers from 1
         now = self._clock()
         for uplink in self.uplinks:
@@ -109,7 +107,7 @@ class ClientDataPlane:
     # -- event loop --------------------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.tun.attach(loop)
         loop.add_reader(self.tun_fd, self.on_tun_packets)
         for uplink in self.uplinks:
             loop.add_reader(uplink.sock.fileno(), self.on_datagrams, uplink)
@@ -118,10 +116,7 @@ class ClientDataPlane:
         loop.remove_reader(self.tun_fd)
         for uplink in self.uplinks:
             loop.remove_reader(uplink.sock.fileno())
-        if self._reorder_timer is not None:
-            self._reorder_timer.cancel()
-            self._reorder_timer = None
-        self._loop = None
+        self.tun.detach()
 
     def on_tun_packets(self) -> None:
         read = os.read
@@ -184,9 +179,9 @@ class ClientDataPlane:
             ptype, payload = opened
             if ptype == _IP:
                 if self.tunnel.probing:
-                    self._reordered(codec.received_seq, payload, now)
+                    self.tun.deliver(self.reorder, codec.received_seq, payload, now)
                 else:
-                    self._write_tun(payload)
+                    self.tun.write(payload)
             elif ptype == _HEARTBEAT:
                 if codec.received_flags & _PROBE:
                     self._send_control(uplink, codec.seal_probe_echo(payload))
@@ -199,36 +194,6 @@ class ClientDataPlane:
                         self.scheduler.refresh(self.uplinks)
                 if not uplink.alive:
                     self.check_liveness()
-
-    def _reordered(self, seq: int, packet: bytes, now: float) -> None:
-        ready = self.reorder.push(seq, packet, now)
-        if ready is None:
-            self._write_tun(packet)
-            return
-        for held in ready:
-            self._write_tun(held)
-        if self.reorder.held and self._reorder_timer is None and self._loop is not None:
-            self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._flush_reorder)
-
-    def _flush_reorder(self, everything: bool = False) -> None:
-        if self._reorder_timer is not None:
-            self._reorder_timer.cancel()  # harmless when it is the timer now firing
-            self._reorder_timer = None
-        now = float("inf") if everything else self._clock()
-        for packet in self.reorder.expire(now):
-            self._write_tun(packet)
-        if self.reorder.held and self._loop is not None:
-            self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._flush_reorder)
-
-    def _write_tun(self, packet: bytes) -> None:
-        try:
-            os.write(self.tun_fd, packet)
-        except BlockingIOError:
-            self.drops.counts[DropReason.QUEUE_FULL] += 1
-        except OSError:
-            self.drops.counts[DropReason.SEND_FAILED] += 1
-        else:
-            self.tun_packets_written += 1
 
     # -- timers (per second, not per packet) --------------------------------------------------
 

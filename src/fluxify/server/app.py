@@ -174,7 +174,7 @@ class BondingServer:
             "sessions": [asdict(s) for s in dataplane.snapshot()],
             "drops": dataplane.drops.snapshot(),
             "tun_packets_read": dataplane.tun_packets_read,
-            "tun_packets_written": dataplane.tun_packets_written,
+            "tun_packets_written": dataplane.tun.written,
         }
         path = self.state_dir / "server-stats.json"
         tmp = path.with_suffix(".tmp")

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from fluxify.linux.tun_writer import InOrderTunWriter
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import HeartbeatFlag, PacketType, peek_session_id
 from fluxify.protocol.heartbeat import PATH_STALE_AFTER_S, round_trip_ns, unpack_heartbeat
@@ -47,7 +48,6 @@ REORDER_MARGIN_S = 0.015
 MAX_STRIPING_RTT_SPREAD_S = 0.015  # downlink striping only over paths this close in RTT
 MIN_REORDER_HOLD_S = 0.020
 MAX_REORDER_HOLD_S = 0.200
-REORDER_TICK_S = 0.005  # how often held packets are checked for expiry while any are held
 
 _IP = int(PacketType.IP)
 _HEARTBEAT = int(PacketType.HEARTBEAT)
@@ -162,11 +162,8 @@ class ServerDataPlane:
         self._on_expire = on_expire
         self._clock = clock
         self._wall_clock_ns = wall_clock_ns
-        self.tun_packets_written = 0
+        self.tun = InOrderTunWriter(tun_fd, self.drops, clock)
         self.tun_packets_read = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._reorder_timer: asyncio.TimerHandle | None = None
-        self._holding: set[ServerSession] = set()
 
     # -- sessions (control plane side) ------------------------------------------------------
 
@@ -207,7 +204,7 @@ class ServerDataPlane:
         session = self.sessions.pop(session_id, None)
         if session is None:
             return
-        self._holding.discard(session)
+        self.tun.forget(session.reorder)
         for key in (session.inner_v4, session.inner_v6):
             if self.by_inner.get(key) is session:
                 del self.by_inner[key]
@@ -215,29 +212,21 @@ class ServerDataPlane:
     # -- event loop --------------------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        self.tun.attach(loop)
         loop.add_reader(self.sock.fileno(), self.on_datagrams)
         loop.add_reader(self.tun_fd, self.on_tun_packets)
 
     def detach(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.sock.fileno())
         loop.remove_reader(self.tun_fd)
-        if self._reorder_timer is not None:
-            self._reorder_timer.cancel()
-            self._reorder_timer = None
-        self._loop = None
+        self.tun.detach()
 
     def on_datagrams(self) -> None:
         """Drain the UDP socket: open, learn paths, write IP packets, echo heartbeats."""
         recvmsg = self.sock.recvmsg
         sessions = self.sessions
         counts = self.drops.counts
-        now = self._clock()
-        try:
-            self._drain_datagrams(recvmsg, sessions, counts, now)
-        finally:
-            if self._holding and self._reorder_timer is None and self._loop is not None:
-                self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._expire_held)
+        self._drain_datagrams(recvmsg, sessions, counts, self._clock())
 
     def _drain_datagrams(
         self,
@@ -285,35 +274,7 @@ class ServerDataPlane:
         if not own:
             self.drops.counts[DropReason.SPOOFED_SOURCE] += 1
             return
-        ready = session.reorder.push(session.codec.received_seq, packet, now)
-        if ready is None:
-            self._write_tun(packet)
-            return
-        for held in ready:
-            self._write_tun(held)
-        if session.reorder.held:
-            self._holding.add(session)
-
-    def _expire_held(self) -> None:
-        self._reorder_timer = None
-        now = self._clock()
-        for session in list(self._holding):
-            for packet in session.reorder.expire(now):
-                self._write_tun(packet)
-            if not session.reorder.held:
-                self._holding.discard(session)
-        if self._holding and self._loop is not None:
-            self._reorder_timer = self._loop.call_later(REORDER_TICK_S, self._expire_held)
-
-    def _write_tun(self, packet: bytes) -> None:
-        try:
-            os.write(self.tun_fd, packet)
-        except BlockingIOError:
-            self.drops.counts[DropReason.QUEUE_FULL] += 1
-        except OSError:
-            self.drops.counts[DropReason.SEND_FAILED] += 1
-        else:
-            self.tun_packets_written += 1
+        self.tun.deliver(session.reorder, session.codec.received_seq, packet, now)
 
     def _echo(self, session: ServerSession, path: ServerPath, payload: bytes, now: float) -> None:
         self._send(path, session.codec.seal_echo(payload))
