@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fluxify.linux.tun_writer import InOrderTunWriter
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import HeartbeatFlag, PacketType
-from fluxify.protocol.heartbeat import round_trip_ns
+from fluxify.protocol.heartbeat import round_trip_ns, unpack_received_bytes
 from fluxify.protocol.paths import PathSnapshot, PathState
 from fluxify.protocol.pathweights import QueueDelayWeights, normalize
 from fluxify.protocol.reorder import ReorderBuffer
@@ -41,17 +41,19 @@ MIN_REORDER_HOLD_S = 0.020
 MAX_REORDER_HOLD_S = 0.200
 SINGLE_PATH_REORDER_HOLD_S = 0.003  # one path carries data: only path switches reorder
 DATA_PATH_MIN_PACKETS = 20  # a path "carries data" with more than this many packets per check
+REORDER_TUNE_INTERVAL_S = 0.25  # the check runs at most this often, whatever the heartbeat pace
 
 
 class Uplink(PathState):
     """One uplink: its interface name and its bound UDP socket."""
 
-    __slots__ = ("ifname", "sock")
+    __slots__ = ("ifname", "revived_ns", "sock")
 
     def __init__(self, ifname: str, sock: socket.socket, now: float) -> None:
         super().__init__(ifname, now)
         self.ifname = ifname
         self.sock = sock
+        self.revived_ns = 0  # wall clock of the last revival: older heartbeats say nothing now
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Tunnel:
     inner_v4: bytes
     inner_v6: bytes
     probing: bool = False  # path-probe negotiated: echo probes, reorder the downlink
+    rate_report: bool = False  # rate-report negotiated: counters in heartbeats and probes
 
 
 class ClientDataPlane:
@@ -92,6 +95,8 @@ class ClientDataPlane:
         self.tun = InOrderTunWriter(tun_fd, self.drops, clock)
         self.reorder = ReorderBuffer()
         self._rx_seen: dict[str, int] = {}
+        self._tuned_at = float("-inf")
+        self._packets_seen = 0  # TUN packets read and written at the last moved_data()
 
     def use_tunnel(self, tunnel: Tunnel) -> None:
         """Switch to a new session (after the old one was lost) and greet the server again."""
@@ -185,9 +190,14 @@ class ClientDataPlane:
             elif ptype == _HEARTBEAT:
                 if codec.received_flags & _PROBE:
                     self._send_control(uplink, codec.seal_probe_echo(payload))
+                    if self.tunnel.rate_report:
+                        self._server_received(uplink, payload, now)
                     continue
-                rtt_ns = round_trip_ns(payload, self._wall_clock_ns())
-                if rtt_ns is not None:
+                now_ns = self._wall_clock_ns()
+                rtt_ns = round_trip_ns(payload, now_ns)
+                # Heartbeats sent while the path was down come back late, all at once, when it
+                # returns: as delay samples they would make it look congested for seconds.
+                if rtt_ns is not None and now_ns - rtt_ns >= uplink.revived_ns:
                     uplink.add_delay_sample(rtt_ns / 1e9)
                     if self.weights.on_sample(uplink, rtt_ns / 1e9, now):
                         normalize(self.uplinks)
@@ -195,12 +205,21 @@ class ClientDataPlane:
                 if not uplink.alive:
                     self.check_liveness()
 
+    def _server_received(self, uplink: Uplink, probe_payload: bytes, now: float) -> None:
+        """A probe's counter: what the server received on this uplink; re-divide by rates."""
+        received = unpack_received_bytes(probe_payload)
+        if received is not None and self.weights.on_report(uplink, received, self.uplinks, now):
+            self.scheduler.refresh(self.uplinks)
+
     # -- timers (per second, not per packet) --------------------------------------------------
 
     def send_heartbeats(self) -> None:
         """One heartbeat on every uplink, alive or not: an echo is how a dead path revives."""
+        report = self.tunnel.rate_report
         for uplink in self.uplinks:
-            self._send_control(uplink, self.tunnel.codec.seal_heartbeat(self._wall_clock_ns()))
+            received = uplink.rx_bytes if report else None
+            heartbeat = self.tunnel.codec.seal_heartbeat(self._wall_clock_ns(), received)
+            self._send_control(uplink, heartbeat)
 
     def send_handshakes(self) -> None:
         for uplink in self.uplinks:
@@ -223,11 +242,15 @@ class ClientDataPlane:
                 changed = True
                 if alive:  # a revived path starts afresh: its old queue history is void
                     uplink.weight = 1.0
+                    uplink.delay_s = None
+                    uplink.revived_ns = self._wall_clock_ns()
                     self.weights.forget(uplink)
                 log.warning("uplink %s is %s", uplink.ifname, "back up" if alive else "down")
         if changed:
             self.scheduler.refresh(self.uplinks)
-        self._tune_reorder_hold()
+        if now - self._tuned_at >= REORDER_TUNE_INTERVAL_S:
+            self._tuned_at = now
+            self._tune_reorder_hold()
 
     def _tune_reorder_hold(self) -> None:
         """Hold out-of-order packets about as long as the carrying paths' delays differ.
@@ -251,6 +274,13 @@ class ClientDataPlane:
             max(REORDER_SPREAD_FACTOR * spread + REORDER_MARGIN_S, MIN_REORDER_HOLD_S),
             MAX_REORDER_HOLD_S,
         )
+
+    def moved_data(self) -> bool:
+        """Whether IP packets went through the tunnel since the last call."""
+        packets = self.tun_packets_read + self.tun.written
+        moved = packets != self._packets_seen
+        self._packets_seen = packets
+        return moved
 
     @property
     def all_dead(self) -> bool:

@@ -26,6 +26,9 @@ FEATURE_FAST_HEARTBEAT = "fast-heartbeat"  # sub-second heartbeats; server ages 
 # The server probes each path (heartbeat flag PROBE, echoed by the client), spreads the downlink
 # over paths by queue-delay weights, and numbers IP packets without gaps so the client reorders.
 FEATURE_PATH_PROBE = "path-probe"
+# Client heartbeats and server probes also carry the bytes received on their path so far, and
+# each side weights its paths by the delivered rates (protocol.pathweights). Needs path-probe.
+FEATURE_RATE_REPORT = "rate-report"
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 

@@ -5,11 +5,20 @@ queueing clearly more than the least-queued path loses weight multiplicatively; 
 gains weight additively (AIMD). The weights settle where the paths queue alike, which is where
 each carries about its capacity's share: an unequal pair of links (50 + 30 Mbit/s) is loaded by
 capacity instead of 1:1, which would cap the bond at twice the slower link. Comparing paths with
-each other, not with a fixed threshold, keeps the ratio moving when every path is loaded. Pure:
-samples and ``now`` come in as arguments.
+each other, not with a fixed threshold, keeps the ratio moving when every path is loaded.
+
+When the peer reports how many bytes it received on each path (extension ``rate-report``), the
+weights come from rates instead: a path at capacity (it delivers clearly less than we send, or
+its queue grows) gets exactly the share it delivered of what we sent in total, and the paths not
+at capacity share the rest as before. One report corrects the ratio in one step, where the
+queue-delay steps oscillated around it (80 + 20 Mbit/s: shares between 15 and 29 %, the bond no
+faster than the 80 link alone; with the right 20 % share it carries 90 Mbit/s). Queue delay still
+decides which paths are at capacity, and it alone sets the weights while no reports arrive.
+Pure: samples, reports and ``now`` come in as arguments.
 """
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from fluxify.protocol.paths import PathState
 
@@ -19,6 +28,27 @@ WEIGHT_DECREASE = 0.85
 QUEUE_DELAY_MARGIN_S = 0.0015  # queueing this much beyond the least-queued path = overloaded
 MIN_FILTER_WINDOW_S = 30.0  # the base RTT is the minimum over the last 30..60 s (two buckets)
 PEER_SAMPLE_MAX_AGE_S = 2.0  # other paths' queueing older than this is not compared against
+RATE_WINDOW_S = 0.3  # delivered and sent rates are measured over at least this long
+RATE_MAX_AGE_S = 2.0  # a path's rates older than this are not used; queue delay takes over
+MIN_MEASURED_RATE = 125_000  # bytes/s (1 Mbit/s): a path sending less says nothing by its rates
+SHORT_DELIVERY = 0.9  # delivering less than 90 % of what we send: the path is at capacity
+QUEUE_DRAIN = 0.95  # a path at capacity with a growing queue gets 5 % less than it delivers
+CAPACITY_MEMORY_S = 30.0  # a capacity learnt at saturation holds this long without a new one
+UNKNOWN_CAPACITY_GAIN = 2.0  # a path not at capacity lately can carry at least twice its load
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """One path's rate window: the peer's received-bytes counter and our sent bytes at its start."""
+
+    delivered: int
+    sent: int
+    start: float
+    when: float = float("-inf")  # end of the last complete window
+    usage: float = 0.0  # bytes/s delivered in the last complete window
+    capacity: float | None = None  # bytes/s it can carry, None: unknown
+    learned: float = 0.0  # delivered rate when it was last at capacity
+    learned_at: float = float("-inf")
 
 
 class QueueDelayWeights:
@@ -27,12 +57,14 @@ class QueueDelayWeights:
     Not thread-safe: one per sender, updated per heartbeat echo (not per packet).
     """
 
-    __slots__ = ("_min_delay", "_queueing")
+    __slots__ = ("_delivery", "_min_delay", "_overloaded", "_queueing")
 
     def __init__(self) -> None:
         # id(path) -> [min of the current bucket, min of the previous bucket, bucket start]
         self._min_delay: dict[int, list[float]] = {}
         self._queueing: dict[int, tuple[float, float]] = {}  # id(path) -> (queueing, when)
+        self._overloaded: dict[int, bool] = {}  # id(path) -> queues clearly more than the least
+        self._delivery: dict[int, _Delivery] = {}
 
     def on_sample(self, path: PathState, sample_s: float, now: float) -> bool:
         """Feed one round-trip sample of ``path``; True when its weight changed."""
@@ -53,16 +85,87 @@ class QueueDelayWeights:
             (q for q, when in self._queueing.values() if now - when <= PEER_SAMPLE_MAX_AGE_S),
             default=queueing,
         )
+        overloaded = self._overloaded[key] = queueing > least + QUEUE_DELAY_MARGIN_S
+        if self._rates_fresh(key, now):
+            return False  # the reports set the weights
         old = path.weight
-        if queueing > least + QUEUE_DELAY_MARGIN_S:
+        if overloaded:
             path.weight = max(MIN_WEIGHT, old * WEIGHT_DECREASE)
         else:
             path.weight = min(1.0, old + WEIGHT_INCREASE)
         return path.weight != old
 
+    def on_report(
+        self, path: PathState, delivered_bytes: int, paths: Sequence[PathState], now: float
+    ) -> bool:
+        """The peer received ``delivered_bytes`` on ``path`` so far; True when weights changed.
+
+        ``paths`` are all of the sender's paths: a report re-divides the shares among them.
+        """
+        key = id(path)
+        window = self._delivery.get(key)
+        if window is None or delivered_bytes < window.delivered:  # first report, or peer reset
+            self._delivery[key] = _Delivery(delivered_bytes, path.tx_bytes, now)
+            return False
+        elapsed = now - window.start
+        if elapsed < RATE_WINDOW_S:
+            return False
+        delivered_rate = (delivered_bytes - window.delivered) / elapsed
+        sent_rate = (path.tx_bytes - window.sent) / elapsed
+        window.delivered, window.sent, window.start, window.when = (
+            delivered_bytes,
+            path.tx_bytes,
+            now,
+            now,
+        )
+        # Either sign counts only on a path that carries enough to show its capacity: a queue
+        # seen on a trickle (stale samples, jitter) must not teach it a trickle's capacity.
+        loaded = sent_rate >= MIN_MEASURED_RATE
+        queued = loaded and self._overloaded.get(key, False)
+        short = loaded and delivered_rate < SHORT_DELIVERY * sent_rate
+        if queued or short:  # at capacity: what it delivers is what it can carry
+            window.learned, window.learned_at = delivered_rate, now
+            window.capacity = delivered_rate * (QUEUE_DRAIN if queued else 1.0)
+        elif now - window.learned_at <= CAPACITY_MEMORY_S:
+            window.capacity = max(window.learned, delivered_rate)
+        else:
+            window.capacity = None  # never at capacity lately: unknown
+        window.usage = delivered_rate
+        return self._share_by_capacity(paths, now)
+
+    def _share_by_capacity(self, paths: Sequence[PathState], now: float) -> bool:
+        """Weights proportional to capacity; a path of unknown capacity is assumed as large as
+        the largest known one (or twice what it carries now), so it is tried and learnt."""
+        alive = [p for p in paths if p.alive]
+        if len(alive) < 2 or not all(self._rates_fresh(id(p), now) for p in alive):
+            return False
+        windows = [self._delivery[id(p)] for p in alive]
+        known = [w.capacity for w in windows if w.capacity is not None]
+        if not known or sum(w.usage for w in windows) < MIN_MEASURED_RATE:
+            return False
+        largest = max(known)
+        capacities = [
+            w.capacity if w.capacity is not None else max(largest, UNKNOWN_CAPACITY_GAIN * w.usage)
+            for w in windows
+        ]
+        heaviest = max(capacities)
+        if heaviest <= 0:
+            return False
+        changed = False
+        for path, capacity in zip(alive, capacities, strict=True):
+            weight = max(MIN_WEIGHT, capacity / heaviest)
+            if weight != path.weight:
+                path.weight = weight
+                changed = True
+        return changed
+
+    def _rates_fresh(self, key: int, now: float) -> bool:
+        window = self._delivery.get(key)
+        return window is not None and now - window.when <= RATE_MAX_AGE_S
+
     def forget(self, path: PathState) -> None:
-        self._min_delay.pop(id(path), None)
-        self._queueing.pop(id(path), None)
+        for table in (self._min_delay, self._queueing, self._overloaded, self._delivery):
+            table.pop(id(path), None)
 
 
 def normalize(paths: Sequence[PathState]) -> None:

@@ -103,16 +103,18 @@ class DataSession:
         self._seq = seq
         return self._sealer.seal(_IP, seq, flag, payload)
 
-    def seal_heartbeat(self, now_ns: int) -> bytes:
-        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, pack_heartbeat(now_ns))
+    def seal_heartbeat(self, now_ns: int, received_bytes: int | None = None) -> bytes:
+        """``received_bytes`` only towards a peer that negotiated ``rate-report``."""
+        payload = pack_heartbeat(now_ns, received_bytes)
+        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, payload)
 
     def seal_echo(self, heartbeat_payload: bytes) -> bytes:
         """The server's echo: the same payload bytes, unnumbered (the original numbered them)."""
         return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, heartbeat_payload)
 
-    def seal_probe(self, now_ns: int) -> bytes:
+    def seal_probe(self, now_ns: int, received_bytes: int | None = None) -> bytes:
         """A heartbeat the peer must echo back (extension ``path-probe``)."""
-        stamp = pack_heartbeat(now_ns)
+        stamp = pack_heartbeat(now_ns, received_bytes)
         return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, stamp, _PROBE)
 
     def seal_probe_echo(self, probe_payload: bytes) -> bytes:

@@ -27,7 +27,11 @@ from fluxify.protocol.addresses import (
     TUN_PREFIX_V4,
     TUN_PREFIX_V6,
 )
-from fluxify.protocol.control import FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE
+from fluxify.protocol.control import (
+    FEATURE_FAST_HEARTBEAT,
+    FEATURE_PATH_PROBE,
+    FEATURE_RATE_REPORT,
+)
 from fluxify.server.config import ServerConfig
 from fluxify.server.control import ControlServer
 from fluxify.server.dataplane import ServerDataPlane
@@ -36,11 +40,14 @@ from fluxify.server.udp_socket import open_data_socket
 
 log = logging.getLogger(__name__)
 
-PROBE_INTERVAL_S = 0.25  # path-probe: how often each path of a probing client is probed
-SWEEPS_EVERY_PROBES = 4  # housekeeping once a second
+# path-probe: each path of a client moving data is probed every tick, of an idle one every
+# IDLE_PROBE_EVERY_TICKS: fresh rate reports while data flows, little chatter on idle links.
+PROBE_TICK_S = 0.1
+IDLE_PROBE_EVERY_TICKS = 3
+SWEEPS_EVERY_TICKS = 10  # housekeeping once a second
 DROP_LOG_INTERVAL_S = 30.0
-FAST_PATH_STALE_S = 1.5  # for clients heartbeating every 0.5 s (FEATURE_FAST_HEARTBEAT)
-ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE})
+FAST_PATH_STALE_S = 1.5  # for clients heartbeating every 0.25 s or faster (fast-heartbeat)
+ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE, FEATURE_RATE_REPORT})
 FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 
@@ -126,6 +133,7 @@ class BondingServer:
             session.client_ip6,
             stale_after_s=stale_after,
             probing=FEATURE_PATH_PROBE in session.features,
+            rate_report=FEATURE_RATE_REPORT in session.features,
         )
 
     def _removed(self, session: Session, reason: RemovalReason) -> None:
@@ -141,11 +149,11 @@ class BondingServer:
         logged_drops: dict[str, int] = {}
         tick = 0
         while not stop.is_set():
-            dataplane.send_probes()
+            dataplane.send_probes(idle_too=tick % IDLE_PROBE_EVERY_TICKS == 0)
             tick += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=PROBE_INTERVAL_S)
-            if tick % SWEEPS_EVERY_PROBES:
+                await asyncio.wait_for(stop.wait(), timeout=PROBE_TICK_S)
+            if tick % SWEEPS_EVERY_TICKS:
                 continue
             dataplane.sweep()
             self.end_revoked_sessions()

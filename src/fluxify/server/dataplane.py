@@ -22,7 +22,12 @@ from ipaddress import IPv4Address, IPv6Address
 from fluxify.linux.tun_writer import InOrderTunWriter
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import HeartbeatFlag, PacketType, peek_session_id
-from fluxify.protocol.heartbeat import PATH_STALE_AFTER_S, round_trip_ns, unpack_heartbeat
+from fluxify.protocol.heartbeat import (
+    PATH_STALE_AFTER_S,
+    round_trip_ns,
+    unpack_heartbeat,
+    unpack_received_bytes,
+)
 from fluxify.protocol.paths import PathSnapshot, PathState
 from fluxify.protocol.pathweights import QueueDelayWeights, normalize
 from fluxify.protocol.reorder import ReorderBuffer
@@ -70,12 +75,15 @@ class ServerSession:
 
     __slots__ = (
         "codec",
+        "data_packets",
+        "data_packets_probed",
         "downlink",
         "identity",
         "inner_v4",
         "inner_v6",
         "last_seen_s",
         "paths",
+        "rate_report",
         "reorder",
         "scheduler",
         "session_id",
@@ -97,6 +105,9 @@ class ServerSession:
         # Set for clients that negotiated path-probe: downlink spread over paths by weight.
         self.downlink: RoundRobin[ServerPath] | None = None
         self.weights: QueueDelayWeights | None = None
+        self.rate_report = False  # rate-report negotiated: probes and heartbeats carry counters
+        self.data_packets = 0  # IP packets to and from the TUN, for the probe cadence
+        self.data_packets_probed = 0  # data_packets at the last probe round
 
     def refresh_downlink(self, now: float) -> None:
         """Which paths may carry downlink: fresh ones (heard within the stale time)."""
@@ -177,12 +188,15 @@ class ServerDataPlane:
         *,
         stale_after_s: float | None = None,
         probing: bool = False,
+        rate_report: bool = False,
     ) -> None:
         """Start accepting ``session_id``; a session holding the same addresses is replaced.
 
         ``stale_after_s``: how long a silent path still carries downlink (default: the v1 5 s).
         ``probing``: the client echoes our probes (path-probe), so downlink goes over every fresh
-        path by queue-delay weight instead of only the lowest-delay one.
+        path by queue-delay weight instead of only the lowest-delay one. ``rate_report`` (with
+        ``probing``): probes carry our received bytes per path, heartbeats the client's, and the
+        downlink weights follow the delivered rates.
         """
         codec = DataSession(session_id, key, drops=self.drops)
         v6 = inner_v6.packed if inner_v6 is not None else b""
@@ -191,6 +205,7 @@ class ServerDataPlane:
         if probing:
             session.downlink = RoundRobin()
             session.weights = QueueDelayWeights()
+            session.rate_report = rate_report
         for key_bytes in (session.inner_v4, v6):
             old = self.by_inner.get(key_bytes)
             if old is not None:
@@ -274,6 +289,7 @@ class ServerDataPlane:
         if not own:
             self.drops.counts[DropReason.SPOOFED_SOURCE] += 1
             return
+        session.data_packets += 1
         self.tun.deliver(session.reorder, session.codec.received_seq, packet, now)
 
     def _echo(self, session: ServerSession, path: ServerPath, payload: bytes, now: float) -> None:
@@ -282,6 +298,11 @@ class ServerDataPlane:
         if stamp_ns is not None and session.weights is None:  # probing sessions use true RTT
             path.add_delay_sample((self._wall_clock_ns() - stamp_ns) / 1e9)
             session.scheduler.refresh(list(session.paths.values()), now)
+        if session.rate_report and session.weights is not None:
+            received = unpack_received_bytes(payload)  # what the client got on this path
+            paths = list(session.paths.values())
+            if received is not None and session.weights.on_report(path, received, paths, now):
+                session.refresh_downlink(now)
 
     def _probe_returned(
         self, session: ServerSession, path: ServerPath, payload: bytes, now: float
@@ -294,13 +315,19 @@ class ServerDataPlane:
             normalize(list(session.paths.values()))
             session.refresh_downlink(now)
 
-    def send_probes(self) -> None:
-        """One probe on every path of every probing session (called a few times a second)."""
+    def send_probes(self, *, idle_too: bool = True) -> None:
+        """One probe on every path of every probing session that moved IP packets since the
+        last call, and with ``idle_too`` of the other probing sessions as well."""
         for session in self.sessions.values():
             if session.downlink is None:
                 continue
+            busy = session.data_packets != session.data_packets_probed
+            session.data_packets_probed = session.data_packets
+            if not (busy or idle_too):
+                continue
             for path in session.paths.values():
-                self._send(path, session.codec.seal_probe(self._wall_clock_ns()))
+                received = path.rx_bytes if session.rate_report else None
+                self._send(path, session.codec.seal_probe(self._wall_clock_ns(), received))
 
     def _new_path(
         self,
@@ -346,6 +373,7 @@ class ServerDataPlane:
                 continue
             datagram = session.codec.seal_ip(packet)
             if datagram is not None:
+                session.data_packets += 1
                 self._send(path, datagram)
 
     def _send(self, path: ServerPath, datagram: bytes) -> None:
