@@ -128,7 +128,7 @@ def test_a_path_delivering_short_gets_the_share_it_delivers_and_the_other_is_tri
     run_windows(
         weights,
         paths,
-        {"big": (12 * MB, 10 * MB), "small": (3 * MB, 2.5 * MB)},
+        {"big": (14 * MB, 10 * MB), "small": (4 * MB, 2.5 * MB)},
         start=now,
         windows=2,
     )
@@ -143,7 +143,7 @@ def test_a_learnt_capacity_holds_while_the_path_runs_below_it_then_is_forgotten(
     now = run_windows(weights, paths, at_capacity, start=0.0, windows=1)
     assert small.weight == approx(2 / 16)
     # big stays at capacity (8 MB/s); small carries 1 MB/s, below what it showed it can carry
-    below = {"big": (9 * MB, 8 * MB), "small": (1 * MB, 1 * MB)}
+    below = {"big": (12 * MB, 8 * MB), "small": (1 * MB, 1 * MB)}
     now = run_windows(weights, paths, below, start=now, windows=3)
     assert small.weight == approx(2 / 8)  # its learnt 2 MB/s, not the 1 it carries now
     windows_to_forget = int(CAPACITY_MEMORY_S / RATE_WINDOW_S) + 2

@@ -8,12 +8,13 @@ capacity instead of 1:1, which would cap the bond at twice the slower link. Comp
 each other, not with a fixed threshold, keeps the ratio moving when every path is loaded.
 
 When the peer reports how many bytes it received on each path (extension ``rate-report``), the
-weights come from rates instead: a path at capacity (it delivers clearly less than we send, or
-its queue grows) gets exactly the share it delivered of what we sent in total, and the paths not
-at capacity share the rest as before. One report corrects the ratio in one step, where the
-queue-delay steps oscillated around it (80 + 20 Mbit/s: shares between 15 and 29 %, the bond no
-faster than the 80 link alone; with the right 20 % share it carries 90 Mbit/s). Queue delay still
-decides which paths are at capacity, and it alone sets the weights while no reports arrive.
+weights are capacity ratios instead. A path at capacity (its queue grows while it carries at
+least 1 Mbit/s, or it delivers under 75 % of what we send, as behind a policer) has the capacity
+it delivers; that is remembered for 30 s. A path not at capacity lately is assumed as large as
+the largest known one, so it gets traffic and shows what it can carry. One report sets the ratio
+where the queue-delay steps oscillated around it (80 + 20 Mbit/s: shares between 15 and 29 %,
+the bond no faster than the 80 link alone; at the right 20 % it carries 90 Mbit/s). Queue delay
+alone sets the weights while no reports arrive.
 Pure: samples, reports and ``now`` come in as arguments.
 """
 
@@ -31,7 +32,7 @@ PEER_SAMPLE_MAX_AGE_S = 2.0  # other paths' queueing older than this is not comp
 RATE_WINDOW_S = 0.3  # delivered and sent rates are measured over at least this long
 RATE_MAX_AGE_S = 2.0  # a path's rates older than this are not used; queue delay takes over
 MIN_MEASURED_RATE = 125_000  # bytes/s (1 Mbit/s): a path sending less says nothing by its rates
-SHORT_DELIVERY = 0.9  # delivering less than 90 % of what we send: the path is at capacity
+SHORT_DELIVERY = 0.75  # delivering under 75 % of what we send: at capacity (a policer drops)
 QUEUE_DRAIN = 0.95  # a path at capacity with a growing queue gets 5 % less than it delivers
 CAPACITY_MEMORY_S = 30.0  # a capacity learnt at saturation holds this long without a new one
 UNKNOWN_CAPACITY_GAIN = 2.0  # a path not at capacity lately can carry at least twice its load
