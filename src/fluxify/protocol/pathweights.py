@@ -10,8 +10,8 @@ each other, not with a fixed threshold, keeps the ratio moving when every path i
 When the peer reports how many bytes it received on each path (extension ``rate-report``), the
 weights are capacity ratios instead. A path at capacity (its queue grows while it carries at
 least 1 Mbit/s, or it delivers under 75 % of what we send, as behind a policer) has the capacity
-it delivers; that is remembered for 30 s, and a path below it meanwhile is credited 10 % more
-than it carries, so a capacity learnt low during a ramp grows back. A path not at capacity
+it delivers; that is remembered for 30 s, and a path with an empty queue meanwhile is credited
+10 % more than it carries, so a capacity learnt low during a ramp grows back. A path not at capacity
 lately is assumed as large as the largest known one, so it gets traffic and shows what it can
 carry. One report sets the ratio where the queue-delay steps oscillated around it (80 + 20
 Mbit/s: shares between 15 and 29 %, the bond no faster than the 80 link alone; at the right 20 %
@@ -37,7 +37,7 @@ SHORT_DELIVERY = 0.75  # delivering under 75 % of what we send: at capacity (a p
 QUEUE_DRAIN = 0.95  # a path at capacity with a growing queue gets 5 % less than it delivers
 CAPACITY_MEMORY_S = 30.0  # a capacity learnt at saturation holds this long without a new one
 UNKNOWN_CAPACITY_GAIN = 2.0  # a path not at capacity lately can carry at least twice its load
-UNSATURATED_HEADROOM = 1.1  # a path not at capacity now can carry 10 % more than it does
+UNSATURATED_HEADROOM = 1.1  # a path with an empty queue can carry 10 % more than it does
 
 
 @dataclass(slots=True)
@@ -130,10 +130,13 @@ class QueueDelayWeights:
             window.learned, window.learned_at = delivered_rate, now
             window.capacity = delivered_rate * (QUEUE_DRAIN if queued else 1.0)
         elif now - window.learned_at <= CAPACITY_MEMORY_S:
-            # Not at capacity: it can carry what it learnt, and a little more than it carries
-            # now, so a capacity learnt low (during a ramp) grows back instead of holding its
-            # share down for the whole memory time.
-            window.capacity = max(window.learned, delivered_rate * UNSATURATED_HEADROOM)
+            # Not at capacity: it can carry what it learnt; with an empty queue also a little
+            # more than it carries now, so a capacity learnt low (during a ramp) grows back
+            # instead of holding its share down for the whole memory time. A path merely less
+            # queued than another gets no credit: on equal links that made the shares swing.
+            spare = self._queueing.get(key, (0.0, now))[0] < QUEUE_DELAY_MARGIN_S
+            credit = UNSATURATED_HEADROOM if spare else 1.0
+            window.capacity = max(window.learned, delivered_rate * credit)
         else:
             window.capacity = None  # never at capacity lately: unknown
         window.usage = delivered_rate
