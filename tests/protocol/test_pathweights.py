@@ -11,6 +11,7 @@ from fluxify.protocol.pathweights import (
     QUEUE_DRAIN,
     RATE_MAX_AGE_S,
     RATE_WINDOW_S,
+    UNSATURATED_HEADROOM,
     QueueDelayWeights,
     normalize,
 )
@@ -227,3 +228,42 @@ def test_a_queue_seen_on_a_trickle_teaches_no_capacity() -> None:
     )
     assert weights._delivery[id(b)].capacity is None  # unknown, so tried as large as a
     assert (a.weight, b.weight) == approx((1.0, 1.0))
+
+
+def settle(weights: QueueDelayWeights, path: PathState, rtt_s: float, now: float) -> None:
+    """Enough samples of ``rtt_s`` for the smoothed round trip to sit on it."""
+    for step in range(60):
+        feed(weights, path, rtt_s, now + step * 0.001)
+
+
+def learnt_low(queue_s: float, big_queue_s: float) -> float:
+    """small learnt 1 MB/s while queueing; then it carries all of that over a ``queue_s``
+    queue while big (at capacity, 8 MB/s) queues ``big_queue_s``. Returns small's weight."""
+    weights, big, small = QueueDelayWeights(), PathState("big", 0.0), PathState("small", 0.0)
+    paths = [big, small]
+    for path in paths:
+        feed(weights, path, 0.010, 0.0)  # both floors: 10 ms
+    settle(weights, small, 0.030, 0.1)
+    start_reports(weights, paths)
+    now = run_windows(
+        weights, paths, {"big": (12 * MB, 8 * MB), "small": (2 * MB, 1 * MB)}, start=0.2, windows=1
+    )
+    assert small.weight == approx(QUEUE_DRAIN * 1 / 8)
+    settle(weights, big, 0.010 + big_queue_s, now)
+    settle(weights, small, 0.010 + queue_s, now)
+    run_windows(
+        weights,
+        paths,
+        {"big": (12 * MB, 8 * MB), "small": (1 * MB, 1 * MB)},
+        start=now + 0.1,
+        windows=1,
+    )
+    return small.weight
+
+
+def test_only_a_path_with_an_empty_queue_is_credited_more_than_it_carries() -> None:
+    empty_queue_weight = learnt_low(queue_s=0.0, big_queue_s=0.003)
+    assert empty_queue_weight == approx(UNSATURATED_HEADROOM * 1 / 8)  # grows back
+    # 3 ms of queue, less than big's 2.5 + margin: not at capacity, yet no spare room shown
+    queued_weight = learnt_low(queue_s=0.003, big_queue_s=0.0025)
+    assert queued_weight == approx(1 / 8)
