@@ -12,19 +12,19 @@ from fluxify.protocol.pathweights import (
     RATE_MAX_AGE_S,
     RATE_WINDOW_S,
     UNSATURATED_HEADROOM,
-    QueueDelayWeights,
+    PathWeights,
     normalize,
 )
 from fluxify.protocol.scheduler import RoundRobin
 
 
-def feed(weights: QueueDelayWeights, path: PathState, rtt_s: float, now: float) -> None:
+def feed(weights: PathWeights, path: PathState, rtt_s: float, now: float) -> None:
     path.add_delay_sample(rtt_s)
     weights.on_sample(path, rtt_s, now)
 
 
 def test_the_path_that_queues_more_loses_weight_until_they_queue_alike() -> None:
-    weights, fast, slow = QueueDelayWeights(), PathState("wan1", 0.0), PathState("wan2", 0.0)
+    weights, fast, slow = PathWeights(), PathState("wan1", 0.0), PathState("wan2", 0.0)
     feed(weights, fast, 0.020, 0.0)
     feed(weights, slow, 0.060, 0.0)  # a longer path is not a queue: base RTTs are learnt
     assert (fast.weight, slow.weight) == (1.0, 1.0)
@@ -39,7 +39,7 @@ def test_the_path_that_queues_more_loses_weight_until_they_queue_alike() -> None
 
 
 def test_a_lone_path_keeps_its_weight_and_stale_peers_are_ignored() -> None:
-    weights, lone, gone = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, lone, gone = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     feed(weights, gone, 0.001, 0.0)
     feed(weights, lone, 0.001, 0.0)
     for step in range(1, 40):
@@ -48,7 +48,7 @@ def test_a_lone_path_keeps_its_weight_and_stale_peers_are_ignored() -> None:
 
 
 def test_weights_never_reach_zero_and_normalize_keeps_ratios() -> None:
-    weights, a, b = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     for path in (a, b):
         feed(weights, path, 0.001, 0.0)
     for step in range(1, 100):
@@ -77,7 +77,7 @@ MB = 1_000_000
 
 
 def report(
-    weights: QueueDelayWeights,
+    weights: PathWeights,
     path: PathState,
     paths: list[PathState],
     *,
@@ -91,7 +91,7 @@ def report(
 
 
 def run_windows(
-    weights: QueueDelayWeights,
+    weights: PathWeights,
     paths: list[PathState],
     rates: dict[str, tuple[float, float]],
     *,
@@ -110,13 +110,13 @@ def run_windows(
     return now
 
 
-def start_reports(weights: QueueDelayWeights, paths: list[PathState]) -> None:
+def start_reports(weights: PathWeights, paths: list[PathState]) -> None:
     for path in paths:
         report(weights, path, paths, sent=0, delivered=0, now=0.0)
 
 
 def test_a_path_delivering_short_gets_the_share_it_delivers_and_the_other_is_tried_larger() -> None:
-    weights, big, small = QueueDelayWeights(), PathState("big", 0.0), PathState("small", 0.0)
+    weights, big, small = PathWeights(), PathState("big", 0.0), PathState("small", 0.0)
     paths = [big, small]
     start_reports(weights, paths)
     # equal split of 10 MB/s: "small" delivers 2.5 of its 5 (at capacity), "big" all of its 5
@@ -137,7 +137,7 @@ def test_a_path_delivering_short_gets_the_share_it_delivers_and_the_other_is_tri
 
 
 def test_a_learnt_capacity_holds_while_the_path_runs_below_it_then_is_forgotten() -> None:
-    weights, big, small = QueueDelayWeights(), PathState("big", 0.0), PathState("small", 0.0)
+    weights, big, small = PathWeights(), PathState("big", 0.0), PathState("small", 0.0)
     paths = [big, small]
     start_reports(weights, paths)
     at_capacity = {"big": (8 * MB, 8 * MB), "small": (4 * MB, 2 * MB)}
@@ -153,7 +153,7 @@ def test_a_learnt_capacity_holds_while_the_path_runs_below_it_then_is_forgotten(
 
 
 def test_reports_without_a_path_at_capacity_or_with_little_traffic_change_nothing() -> None:
-    weights, a, b = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     paths = [a, b]
     a.weight, b.weight = 1.0, 0.5
     start_reports(weights, paths)
@@ -169,7 +169,7 @@ def test_reports_without_a_path_at_capacity_or_with_little_traffic_change_nothin
 
 
 def test_a_queueing_path_counts_as_at_capacity_and_is_drained() -> None:
-    weights, a, b = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     paths = [a, b]
     feed(weights, a, 0.010, 0.0)
     feed(weights, b, 0.010, 0.0)
@@ -184,7 +184,7 @@ def test_a_queueing_path_counts_as_at_capacity_and_is_drained() -> None:
 
 
 def test_while_reports_are_fresh_delay_samples_leave_the_weights_alone() -> None:
-    weights, a, b = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     paths = [a, b]
     start_reports(weights, paths)
     now = run_windows(
@@ -202,7 +202,7 @@ def test_while_reports_are_fresh_delay_samples_leave_the_weights_alone() -> None
 
 
 def test_a_counter_that_goes_back_restarts_the_window() -> None:
-    weights, a, b = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     paths = [a, b]
     start_reports(weights, paths)
     run_windows(
@@ -215,7 +215,7 @@ def test_a_counter_that_goes_back_restarts_the_window() -> None:
 
 
 def test_a_queue_seen_on_a_trickle_teaches_no_capacity() -> None:
-    weights, a, b = QueueDelayWeights(), PathState("a", 0.0), PathState("b", 0.0)
+    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
     paths = [a, b]
     feed(weights, a, 0.010, 0.0)
     feed(weights, b, 0.010, 0.0)
@@ -230,7 +230,7 @@ def test_a_queue_seen_on_a_trickle_teaches_no_capacity() -> None:
     assert (a.weight, b.weight) == approx((1.0, 1.0))
 
 
-def settle(weights: QueueDelayWeights, path: PathState, rtt_s: float, now: float) -> None:
+def settle(weights: PathWeights, path: PathState, rtt_s: float, now: float) -> None:
     """Enough samples of ``rtt_s`` for the smoothed round trip to sit on it."""
     for step in range(60):
         feed(weights, path, rtt_s, now + step * 0.001)
@@ -239,7 +239,7 @@ def settle(weights: QueueDelayWeights, path: PathState, rtt_s: float, now: float
 def learnt_low(queue_s: float, big_queue_s: float) -> float:
     """small learnt 1 MB/s while queueing; then it carries all of that over a ``queue_s``
     queue while big (at capacity, 8 MB/s) queues ``big_queue_s``. Returns small's weight."""
-    weights, big, small = QueueDelayWeights(), PathState("big", 0.0), PathState("small", 0.0)
+    weights, big, small = PathWeights(), PathState("big", 0.0), PathState("small", 0.0)
     paths = [big, small]
     for path in paths:
         feed(weights, path, 0.010, 0.0)  # both floors: 10 ms

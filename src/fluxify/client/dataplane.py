@@ -21,7 +21,7 @@ from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import HeartbeatFlag, PacketType
 from fluxify.protocol.heartbeat import round_trip_ns, unpack_received_bytes
 from fluxify.protocol.paths import PathSnapshot, PathState
-from fluxify.protocol.pathweights import QueueDelayWeights, normalize
+from fluxify.protocol.pathweights import PathWeights, normalize
 from fluxify.protocol.reorder import ReorderBuffer
 from fluxify.protocol.scheduler import RoundRobin
 from fluxify.protocol.session import DataSession
@@ -86,7 +86,7 @@ class ClientDataPlane:
         self.tunnel = tunnel
         self.dead_after_s = dead_after_s
         self.drops = DropCounters()
-        self.weights = QueueDelayWeights()
+        self.weights = PathWeights()
         self.scheduler: RoundRobin[Uplink] = RoundRobin()
         self.scheduler.refresh(self.uplinks)
         self._clock = clock

@@ -1,4 +1,4 @@
-"""Per-path sending weights from queueing delay: send less on a path whose queue is building.
+"""Per-path sending weights: from delivered rates when the peer reports them, else queue delay.
 
 A path's queueing delay is its smoothed round trip minus the smallest one seen recently. A path
 queueing clearly more than the least-queued path loses weight multiplicatively; any other path
@@ -54,10 +54,10 @@ class _Delivery:
     learned_at: float = float("-inf")
 
 
-class QueueDelayWeights:
+class PathWeights:
     """Weights in (0, 1] per path, keyed by identity. Zero state: every path at weight 1.
 
-    Not thread-safe: one per sender, updated per heartbeat echo (not per packet).
+    Not thread-safe: one per sender, updated per echo and per rate report (not per packet).
     """
 
     __slots__ = ("_delivery", "_min_delay", "_overloaded", "_queueing")

@@ -29,7 +29,7 @@ from fluxify.protocol.heartbeat import (
     unpack_received_bytes,
 )
 from fluxify.protocol.paths import PathSnapshot, PathState
-from fluxify.protocol.pathweights import QueueDelayWeights, normalize
+from fluxify.protocol.pathweights import PathWeights, normalize
 from fluxify.protocol.reorder import ReorderBuffer
 from fluxify.protocol.scheduler import LowestDelay, RoundRobin
 from fluxify.protocol.session import DataSession
@@ -104,7 +104,7 @@ class ServerSession:
         self.reorder = ReorderBuffer()
         # Set for clients that negotiated path-probe: downlink spread over paths by weight.
         self.downlink: RoundRobin[ServerPath] | None = None
-        self.weights: QueueDelayWeights | None = None
+        self.weights: PathWeights | None = None
         self.rate_report = False  # rate-report negotiated: probes and heartbeats carry counters
         self.data_packets = 0  # IP packets to and from the TUN, for the probe cadence
         self.data_packets_probed = 0  # data_packets at the last probe round
@@ -204,7 +204,7 @@ class ServerDataPlane:
         session.scheduler.stale_after_s = stale_after_s or PATH_STALE_AFTER_S
         if probing:
             session.downlink = RoundRobin()
-            session.weights = QueueDelayWeights()
+            session.weights = PathWeights()
             session.rate_report = rate_report
         for key_bytes in (session.inner_v4, v6):
             old = self.by_inner.get(key_bytes)
