@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from fluxify.lab.iperf import iperf
+from fluxify.lab.testbed import LinkCounters
 from tests.client.bonding_harness import (
     Deployment,
     deployment,
@@ -204,3 +206,40 @@ def test_a_multi_homed_server_answers_from_the_address_the_client_used(tmp_path:
             [sys.executable, str(peer), str(peer_pki), str(dep.t.server_v4.ip), second],
         )
         assert result.stdout.strip() == "echo", result.stderr
+
+
+def test_unequal_uplinks_carry_traffic_in_proportion_to_their_capacity(tmp_path: Path) -> None:
+    """40 + 10 Mbit/s: about a fifth of the bytes on the small uplink, each way (1 : 1 would be
+    half, and would cap the bond at twice the small link)."""
+    with deployment(tmp_path) as dep:
+        dep.issue("alice")
+        dep.start_server()
+        dep.bed.shape_uplink(1, 40)
+        dep.bed.shape_uplink(2, 10)
+        dep.start_client("alice")
+        wait_until("ping through the tunnel", dep.ping_internet)
+
+        def counters() -> dict[str, LinkCounters]:
+            return {u.ifname: dep.bed.counters(dep.t.client_ns, u.ifname) for u in dep.t.uplinks}
+
+        before = counters()
+        sent, received = dep.transfer(25 * MB)
+        after = counters()
+        assert received["sha256"] == sent["sha256"]
+        up = {name: after[name].tx_bytes - before[name].tx_bytes for name in after}
+        assert 0.08 < up["wan2"] / sum(up.values()) < 0.35, up
+        stats = dep.client_stats("alice")
+        assert path_of(stats, "wan2")["weight"] < path_of(stats, "wan1")["weight"]
+
+        before = counters()
+        iperf(
+            dep.bed,
+            client_ns=dep.t.client_ns,
+            server_ns=dep.t.internet_ns,
+            target=str(dep.t.internet_host_v4.ip),
+            seconds=5,
+            reverse=True,
+        )
+        after = counters()
+        down = {name: after[name].rx_bytes - before[name].rx_bytes for name in after}
+        assert 0.08 < down["wan2"] / sum(down.values()) < 0.35, down

@@ -9,7 +9,7 @@ each other, not with a fixed threshold, keeps the ratio moving when every path i
 
 When the peer reports how many bytes it received on each path (extension ``rate-report``), the
 weights are capacity ratios instead. A path at capacity (its queue grows while it carries at
-least 1 Mbit/s, or it delivers under 75 % of what we send, as behind a policer) has the capacity
+least 5 Mbit/s, or it delivers under 75 % of what we send, as behind a policer) has the capacity
 it delivers; that is remembered for 30 s, and a path with an empty queue meanwhile is credited
 10 % more than it carries, so a capacity learnt low during a ramp grows back. A path not at capacity
 lately is assumed as large as the largest known one, so it gets traffic and shows what it can
@@ -32,7 +32,7 @@ MIN_FILTER_WINDOW_S = 30.0  # the base RTT is the minimum over the last 30..60 s
 PEER_SAMPLE_MAX_AGE_S = 2.0  # other paths' queueing older than this is not compared against
 RATE_WINDOW_S = 0.3  # delivered and sent rates are measured over at least this long
 RATE_MAX_AGE_S = 2.0  # a path's rates older than this are not used; queue delay takes over
-MIN_MEASURED_RATE = 125_000  # bytes/s (1 Mbit/s): a path sending less says nothing by its rates
+MIN_MEASURED_RATE = 625_000  # bytes/s (5 Mbit/s): less, e.g. the ACKs of an upload, says nothing
 SHORT_DELIVERY = 0.75  # delivering under 75 % of what we send: at capacity (a policer drops)
 QUEUE_DRAIN = 0.95  # a path at capacity with a growing queue gets 5 % less than it delivers
 CAPACITY_MEMORY_S = 30.0  # a capacity learnt at saturation holds this long without a new one
