@@ -110,14 +110,18 @@ def run_windows(
     return now
 
 
+def two_paths(first: str, second: str) -> tuple[PathWeights, PathState, PathState, list[PathState]]:
+    a, b = PathState(first, 0.0), PathState(second, 0.0)
+    return PathWeights(), a, b, [a, b]
+
+
 def start_reports(weights: PathWeights, paths: list[PathState]) -> None:
     for path in paths:
         report(weights, path, paths, sent=0, delivered=0, now=0.0)
 
 
 def test_a_path_delivering_short_gets_the_share_it_delivers_and_the_other_is_tried_larger() -> None:
-    weights, big, small = PathWeights(), PathState("big", 0.0), PathState("small", 0.0)
-    paths = [big, small]
+    weights, big, small, paths = two_paths("big", "small")
     start_reports(weights, paths)
     # equal split of 10 MB/s: "small" delivers 2.5 of its 5 (at capacity), "big" all of its 5
     now = run_windows(
@@ -137,8 +141,7 @@ def test_a_path_delivering_short_gets_the_share_it_delivers_and_the_other_is_tri
 
 
 def test_a_learnt_capacity_holds_while_the_path_runs_below_it_then_is_forgotten() -> None:
-    weights, big, small = PathWeights(), PathState("big", 0.0), PathState("small", 0.0)
-    paths = [big, small]
+    weights, _big, small, paths = two_paths("big", "small")
     start_reports(weights, paths)
     at_capacity = {"big": (8 * MB, 8 * MB), "small": (4 * MB, 2 * MB)}
     now = run_windows(weights, paths, at_capacity, start=0.0, windows=1)
@@ -153,8 +156,7 @@ def test_a_learnt_capacity_holds_while_the_path_runs_below_it_then_is_forgotten(
 
 
 def test_reports_without_a_path_at_capacity_or_with_little_traffic_change_nothing() -> None:
-    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
-    paths = [a, b]
+    weights, a, b, paths = two_paths("a", "b")
     a.weight, b.weight = 1.0, 0.5
     start_reports(weights, paths)
     now = run_windows(
@@ -169,8 +171,7 @@ def test_reports_without_a_path_at_capacity_or_with_little_traffic_change_nothin
 
 
 def test_a_queueing_path_counts_as_at_capacity_and_is_drained() -> None:
-    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
-    paths = [a, b]
+    weights, a, b, paths = two_paths("a", "b")
     feed(weights, a, 0.010, 0.0)
     feed(weights, b, 0.010, 0.0)
     feed(weights, a, 0.010, 0.1)
@@ -184,8 +185,7 @@ def test_a_queueing_path_counts_as_at_capacity_and_is_drained() -> None:
 
 
 def test_while_reports_are_fresh_delay_samples_leave_the_weights_alone() -> None:
-    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
-    paths = [a, b]
+    weights, a, b, paths = two_paths("a", "b")
     start_reports(weights, paths)
     now = run_windows(
         weights, paths, {"a": (4 * MB, 4 * MB), "b": (4 * MB, 1 * MB)}, start=0.0, windows=1
@@ -202,8 +202,7 @@ def test_while_reports_are_fresh_delay_samples_leave_the_weights_alone() -> None
 
 
 def test_a_counter_that_goes_back_restarts_the_window() -> None:
-    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
-    paths = [a, b]
+    weights, _a, b, paths = two_paths("a", "b")
     start_reports(weights, paths)
     run_windows(
         weights, paths, {"a": (4 * MB, 4 * MB), "b": (4 * MB, 1 * MB)}, start=0.0, windows=1
@@ -215,8 +214,7 @@ def test_a_counter_that_goes_back_restarts_the_window() -> None:
 
 
 def test_a_queue_seen_on_a_trickle_teaches_no_capacity() -> None:
-    weights, a, b = PathWeights(), PathState("a", 0.0), PathState("b", 0.0)
-    paths = [a, b]
+    weights, a, b, paths = two_paths("a", "b")
     feed(weights, a, 0.010, 0.0)
     feed(weights, b, 0.010, 0.0)
     feed(weights, a, 0.010, 0.1)
@@ -239,8 +237,7 @@ def settle(weights: PathWeights, path: PathState, rtt_s: float, now: float) -> N
 def learnt_low(queue_s: float, big_queue_s: float) -> float:
     """small learnt 1 MB/s while queueing; then it carries all of that over a ``queue_s``
     queue while big (at capacity, 8 MB/s) queues ``big_queue_s``. Returns small's weight."""
-    weights, big, small = PathWeights(), PathState("big", 0.0), PathState("small", 0.0)
-    paths = [big, small]
+    weights, big, small, paths = two_paths("big", "small")
     for path in paths:
         feed(weights, path, 0.010, 0.0)  # both floors: 10 ms
     settle(weights, small, 0.030, 0.1)
