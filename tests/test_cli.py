@@ -53,7 +53,7 @@ def test_server_defaults_and_seed_spellings() -> None:
 
 def test_client_flags_parse_into_the_config() -> None:
     config = parse_client_args(
-        ["-b", "-server", "vpn.example", "-ifaces", "eth0,wlan0,eth0",
+        ["-b", "-server", "vpn.example", "-ifaces", "eth0,wlan0",
          "-ips", "192.0.2.1,2001:db8::1", "-conns", "0", "-client", "alice", "-ctrl", "9443",
          "-gws", "192.0.2.254"]
     )  # fmt: skip
@@ -96,6 +96,7 @@ def test_server_address_forms(text: str, expected: ServerAddress) -> None:
         (server_main, ["stray"], "stray"),
         (server_main, ["-revoke", "a", "-new-client", "a"], "-new-client"),
         (client_main, ["-ifaces", "eth0,this-name-is-too-long"], "-ifaces"),
+        (client_main, ["-ifaces", "eth0,wlan0,eth0"], "-ifaces"),
         (client_main, ["-ips", "1.2.3.4,nope"], "-ips"),
         (client_main, ["-gws", "300.1.1.1"], "-gws"),
         (client_main, ["-conns", "two"], "-conns"),

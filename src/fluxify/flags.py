@@ -70,18 +70,25 @@ def int_value(text: str) -> int:
 
 
 def csv_items(text: str) -> tuple[str, ...]:
-    """Comma-separated items, trimmed, empties dropped, duplicates removed (order kept)."""
-    return tuple(dict.fromkeys(item.strip() for item in text.split(",") if item.strip()))
+    """Comma-separated items, trimmed, empties dropped, every value kept in order.
+
+    Repeats are meaningful in positional lists: ``-gws 192.168.8.1,192.168.8.1`` is two
+    identical LTE modems, one per ``-ifaces`` entry. Lists that are sets say so themselves.
+    """
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def interface_list(text: str) -> tuple[str, ...]:
+    """Interface names; one listed twice is refused (it would be one uplink counted twice)."""
     names = csv_items(text)
-    for name in names:
+    for index, name in enumerate(names):
         if len(name) >= IFNAMSIZ or any(c in name for c in "/: \t") or name in {".", ".."}:
             raise argparse.ArgumentTypeError(
                 f"{name!r} is not a valid interface name (at most {IFNAMSIZ - 1} characters, "
                 "no '/', ':' or spaces)"
             )
+        if name in names[:index]:
+            raise argparse.ArgumentTypeError(f"{name!r} is listed twice; give each interface once")
     return names
 
 
@@ -109,7 +116,7 @@ def weight_list(text: str) -> tuple[int, ...]:
 
 
 def host_list(text: str) -> tuple[str, ...]:
-    hosts = csv_items(text)
+    hosts = tuple(dict.fromkeys(csv_items(text)))  # certificate names: a set
     for host in hosts:
         if any(c.isspace() for c in host):
             raise argparse.ArgumentTypeError(f"host {host!r} contains spaces")
