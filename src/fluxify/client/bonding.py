@@ -7,7 +7,6 @@ after a crash restores exactly what was there before.
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -32,6 +31,7 @@ from fluxify.client.uplinks import (
 from fluxify.errors import ConfigError, ControlError
 from fluxify.linux.journal import Journal
 from fluxify.linux.netlink import Netlink
+from fluxify.linux.statefiles import write_private_json
 from fluxify.linux.tun import Tun
 from fluxify.pki.client_material import ClientMaterial, load_client_material
 from fluxify.protocol.addresses import TUN_MTU, TUN_PREFIX_V4, TUN_PREFIX_V6
@@ -286,10 +286,7 @@ class BondingClient:
                 "released_late": dataplane.reorder.released_late,
             },
         )
-        path = self.state_dir / "client-stats.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(stats)))
-        os.replace(tmp, path)
+        write_private_json(self.state_dir / "client-stats.json", asdict(stats))
 
     def _close(self) -> None:
         for sock in self._sockets:

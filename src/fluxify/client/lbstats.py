@@ -17,6 +17,7 @@ from typing import Any
 
 from fluxify.client.health import HealthMonitor, ProbeReport
 from fluxify.client.lbuplinks import LbUplink
+from fluxify.linux.statefiles import write_private_bytes
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ class LoadBalanceStats:
     def sample(self, monitor: HealthMonitor, routes: dict[str, list[str]], now: float) -> None:
         """Write the stats file (and log a summary when one is due)."""
         body = self.snapshot(monitor, routes, now)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body, indent=1))
-        os.replace(tmp, self.path)
+        write_private_bytes(self.path, json.dumps(body, indent=1).encode())
         if self._next_log is None:
             self._next_log = now + STATS_LOG_INTERVAL_S / 2
         elif now >= self._next_log:

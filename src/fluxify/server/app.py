@@ -6,7 +6,6 @@ stop, an exception, or the next start after a crash leaves the host as it was.
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -16,6 +15,8 @@ from pathlib import Path
 
 from fluxify.linux import nftables
 from fluxify.linux.journal import Journal
+from fluxify.linux.limits import raise_open_file_limit
+from fluxify.linux.statefiles import ensure_private_dir, write_private_json
 from fluxify.linux.tun import Tun
 from fluxify.pki.authority import ensure_server_pki
 from fluxify.pki.revocation import RevocationWatcher
@@ -46,6 +47,7 @@ PROBE_TICK_S = 0.1
 IDLE_PROBE_EVERY_TICKS = 3
 SWEEPS_EVERY_TICKS = 10  # housekeeping once a second
 DROP_LOG_INTERVAL_S = 30.0
+HOUSEKEEPING_ERROR_LOG_INTERVAL_S = 30.0  # one warning per interval, however often it fails
 FAST_PATH_STALE_S = 1.5  # for clients heartbeating every 0.25 s or faster (fast-heartbeat)
 ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE, FEATURE_RATE_REPORT})
 FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
@@ -64,12 +66,13 @@ class BondingServer:
         self._revocation_seen = 0
 
     async def run(self, stop: asyncio.Event) -> None:
+        raise_open_file_limit()
         setup = ensure_server_pki(
             self.config.pki_dir, self.config.hosts, regenerate=self.config.regenerate
         )
         context = server_context(setup.layout)
         self.revocation = revocation = RevocationWatcher(setup.layout)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        ensure_private_dir(self.state_dir)  # identities, addresses, session ids: not for others
         journal = Journal("server", state_dir=self.state_dir)
         repaired = journal.repair()
         if repaired:
@@ -147,6 +150,7 @@ class BondingServer:
     async def _housekeeping(self, dataplane: ServerDataPlane, stop: asyncio.Event) -> None:
         next_drop_log = time.monotonic() + DROP_LOG_INTERVAL_S
         logged_drops: dict[str, int] = {}
+        next_error_log = 0.0
         tick = 0
         while not stop.is_set():
             dataplane.send_probes(idle_too=tick % IDLE_PROBE_EVERY_TICKS == 0)
@@ -155,9 +159,17 @@ class BondingServer:
                 await asyncio.wait_for(stop.wait(), timeout=PROBE_TICK_S)
             if tick % SWEEPS_EVERY_TICKS:
                 continue
-            dataplane.sweep()
-            self.end_revoked_sessions()
-            self._write_stats(dataplane)
+            try:
+                dataplane.sweep()
+                self.end_revoked_sessions()
+                self._write_stats(dataplane)
+            except Exception as exc:
+                # EMFILE, a full disk, an unreadable CRL: the tunnel keeps running; say so
+                # once per interval, never once a second.
+                now = time.monotonic()
+                if now >= next_error_log:
+                    next_error_log = now + HOUSEKEEPING_ERROR_LOG_INTERVAL_S
+                    log.warning("housekeeping failed (the server keeps running): %r", exc)
             now = time.monotonic()
             if now >= next_drop_log:
                 next_drop_log = now + DROP_LOG_INTERVAL_S
@@ -184,10 +196,7 @@ class BondingServer:
             "tun_packets_read": dataplane.tun_packets_read,
             "tun_packets_written": dataplane.tun.written,
         }
-        path = self.state_dir / "server-stats.json"
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(stats))
-        os.replace(tmp, path)
+        write_private_json(self.state_dir / "server-stats.json", stats)
 
 
 async def run_server(config: ServerConfig, state_dir: Path) -> None:
