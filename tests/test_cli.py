@@ -127,3 +127,69 @@ def test_revoke_with_new_client_names_both_flags(capsys: pytest.CaptureFixture[s
 def test_revoke_parses_into_the_config() -> None:
     assert parse_server_args(["-revoke", "alice"]).revoke == "alice"
     assert parse_server_args([]).revoke is None
+
+
+def test_service_flags_parse_into_both_configs() -> None:
+    server = parse_server_args(["-metrics", "127.0.0.1:9108", "-log-level", "WARNING"])
+    assert (server.metrics, server.log_level) == (("127.0.0.1", 9108), "warning")
+    client = parse_client_args(["-b", "--metrics", "[::1]:9109", "-v"])
+    assert (client.metrics, client.log_level) == (("::1", 9109), "debug")
+    assert parse_client_args([]).metrics is None and parse_server_args([]).log_level == "info"
+
+
+@pytest.mark.parametrize(
+    ("main", "argv", "flag"),
+    [
+        (server_main, ["-metrics", "9108"], "-metrics"),
+        (server_main, ["-metrics", "::1:9108"], "-metrics"),
+        (client_main, ["-metrics", "localhost:http"], "-metrics"),
+        (client_main, ["-log-level", "loud"], "-log-level"),
+    ],
+)
+def test_bad_service_flags(
+    main: object, argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)  # type: ignore[operator]
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and flag in err, err
+
+
+@pytest.mark.parametrize(
+    "script", ["fluxify-server", "fluxify-client", "fluxify-lab", "fluxify-bench"]
+)
+def test_every_command_has_a_version(script: str) -> None:
+    from importlib import metadata  # noqa: PLC0415
+
+    result = subprocess.run(
+        [Path(sys.executable).parent / script, "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{script} {metadata.version('fluxify')}"
+
+
+def test_logs_under_systemd_carry_a_priority_and_no_time(tmp_path: Path) -> None:
+    """JOURNAL_STREAM names stderr's device:inode when stderr is the journal (systemd.exec(5))."""
+    script = (
+        "import logging, os, sys\n"
+        "from fluxify.cli import _setup_logging\n"
+        "info = os.fstat(2)\n"
+        "if sys.argv[1] == 'journal':\n"
+        "    os.environ['JOURNAL_STREAM'] = f'{info.st_dev}:{info.st_ino}'\n"
+        "_setup_logging('info')\n"
+        "logging.getLogger('fluxify.x').warning('two\\nlines')\n"
+        "logging.getLogger('fluxify.x').debug('hidden')\n"
+    )
+    outputs = {}
+    for mode in ("journal", "terminal"):
+        log = tmp_path / f"{mode}.log"
+        with log.open("w") as stderr:
+            subprocess.run([sys.executable, "-c", script, mode], stderr=stderr, check=True)
+        outputs[mode] = log.read_text()
+    assert outputs["journal"] == "<4>fluxify.x: two\n<4>lines\n"
+    assert outputs["terminal"].count(" WARNING fluxify.x: two\n") == 1
+    assert outputs["terminal"][:4].isdigit()  # the time, when no journal adds it

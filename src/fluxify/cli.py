@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fluxify.client.config import DEFAULT_CONNECTIONS as CLIENT_DEFAULT_CONNECTIONS
 from fluxify.client.config import DEFAULT_CONTROL_PORT as CLIENT_DEFAULT_CONTROL_PORT
@@ -26,6 +26,8 @@ from fluxify.flags import (
     host_list,
     int_value,
     interface_list,
+    listen_address,
+    log_level,
     number_list,
     parse_server_address,
     port_value,
@@ -37,6 +39,9 @@ from fluxify.server.config import (
     DEFAULT_UDP_PORT,
     ServerConfig,
 )
+
+if TYPE_CHECKING:
+    from fluxify.observe.statsfile import Snapshot
 
 # -- fluxify-server ---------------------------------------------------------------------------
 
@@ -108,7 +113,7 @@ def server_parser() -> FlagParser:
         metavar="NAME",
         help="revoke every certificate of a client (a running server ends its session), exit",
     )
-    add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
+    _add_service_flags(parser, "fluxify-server", "127.0.0.1:9108")
     return parser
 
 
@@ -137,11 +142,18 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
         new_client=ns.new_client,
         revoke=ns.revoke,
         verbose=ns.verbose,
+        log_level="debug" if ns.verbose else ns.log_level,
+        metrics=ns.metrics,
     )
 
 
 def server_main(argv: Sequence[str] | None = None) -> int:
-    config = parse_server_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["status"]:
+        from fluxify.observe.statsfile import read_server_snapshot  # noqa: PLC0415
+
+        return _status("fluxify-server", args[1:], lambda: read_server_snapshot(_state_dir()))
+    config = parse_server_args(args)
     return _run("fluxify-server", lambda: _dispatch_server(config))
 
 
@@ -156,7 +168,11 @@ def _dispatch_server(config: ServerConfig) -> int:
         return run_server_tui(config)
     from fluxify.server.app import run_server  # noqa: PLC0415 - keeps -h fast
 
-    _setup_logging(config.verbose)
+    _setup_logging(config.log_level)
+    if config.metrics is not None:
+        from fluxify.observe.statsfile import read_server_snapshot  # noqa: PLC0415
+
+        _serve_metrics(config.metrics, "server", lambda: read_server_snapshot(_state_dir()))
     _run_event_loop(run_server(config, _state_dir()))
     return 0
 
@@ -306,7 +322,7 @@ def client_parser() -> FlagParser:
     add_flag(
         parser, "tui-autostart", action="store_true", dest="tui_autostart", help=argparse.SUPPRESS
     )
-    add_flag(parser, "v", action="store_true", dest="verbose", help="verbose logging")
+    _add_service_flags(parser, "fluxify-client", "127.0.0.1:9109")
     return parser
 
 
@@ -341,12 +357,19 @@ def parse_client_args(argv: Sequence[str]) -> ClientConfig:
         weights=ns.weights,
         tui_autostart=ns.tui_autostart,
         verbose=ns.verbose,
+        log_level="debug" if ns.verbose else ns.log_level,
+        metrics=ns.metrics,
         explicit=explicit,
     )
 
 
 def client_main(argv: Sequence[str] | None = None) -> int:
-    config = parse_client_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:1] == ["status"]:
+        from fluxify.observe.statsfile import read_client_snapshot  # noqa: PLC0415
+
+        return _status("fluxify-client", args[1:], lambda: read_client_snapshot(_state_dir()))
+    config = parse_client_args(args)
     return _run("fluxify-client", lambda: _dispatch_client(config))
 
 
@@ -361,7 +384,11 @@ def _dispatch_client(config: ClientConfig) -> int:
     from fluxify.client.settings import merged_config  # noqa: PLC0415
 
     config = merged_config(config)  # explicit flags win over ~/.fluxify/config.json
-    _setup_logging(config.verbose)
+    _setup_logging(config.log_level)
+    if config.metrics is not None:
+        from fluxify.observe.statsfile import read_client_snapshot  # noqa: PLC0415
+
+        _serve_metrics(config.metrics, "client", lambda: read_client_snapshot(_state_dir()))
     if config.mode is Mode.LOAD_BALANCE:
         from fluxify.client.loadbalance import run_load_balance  # noqa: PLC0415
 
@@ -379,6 +406,7 @@ def _dispatch_client(config: ClientConfig) -> int:
 
 def bench_parser() -> FlagParser:
     parser = FlagParser(prog="fluxify-bench", description="Fluxify benchmarks.")
+    _add_version_flag(parser)
     sub = parser.add_subparsers(dest="suite", required=True, parser_class=FlagParser)
     codec = sub.add_parser("codec", help="seal/open cost per packet of the protocol core")
     codec.add_argument(
@@ -466,6 +494,7 @@ def lab_parser() -> FlagParser:
         prog="fluxify-lab",
         description="The namespace lab: emulated uplinks, a server and an internet host.",
     )
+    _add_version_flag(parser)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=FlagParser)
     demo = sub.add_parser("demo", help="two shaped uplinks, each alone and bonded; table + plot")
     demo.add_argument(
@@ -558,11 +587,132 @@ def _state_dir() -> Path:
     return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+def _add_service_flags(parser: FlagParser, prog: str, metrics_example: str) -> None:
+    """The flags every long-running program shares: logging, metrics, version, status."""
+    add_flag(
+        parser,
+        "v",
+        action="store_true",
+        dest="verbose",
+        help="verbose logging (= -log-level debug)",
     )
+    add_flag(
+        parser,
+        "log-level",
+        dest="log_level",
+        type=log_level,
+        default="info",
+        metavar="LEVEL",
+        help="debug, info, warning or error (default info)",
+    )
+    add_flag(
+        parser,
+        "metrics",
+        type=listen_address,
+        default=None,
+        metavar="HOST:PORT",
+        help=f"serve Prometheus /metrics on this address only, e.g. {metrics_example} "
+        "(default: off)",
+    )
+    _add_version_flag(parser)
+    parser.epilog = (
+        f"'{prog} status [-json]' prints the live state of the running {prog.split('-')[1]} "
+        "(paths, RTT, rates, shares, drops)."
+    )
+
+
+def _add_version_flag(parser: FlagParser) -> None:
+    add_flag(parser, "version", action="version", version=f"%(prog)s {_version()}")
+
+
+def _version() -> str:
+    from importlib import metadata  # noqa: PLC0415
+
+    try:
+        return metadata.version("fluxify")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def status_parser(prog: str) -> FlagParser:
+    parser = FlagParser(
+        prog=f"{prog} status",
+        description=f"The live state of the running {prog}, from its stats file.",
+    )
+    add_flag(parser, "json", action="store_true", help="print JSON for scripts")
+    return parser
+
+
+def _status(prog: str, argv: Sequence[str], read: "Callable[[], Snapshot]") -> int:
+    """Print the table (or JSON); one line and exit 1 when nothing runs."""
+    from fluxify.observe.statsfile import NotRunningError  # noqa: PLC0415
+    from fluxify.observe.status import (  # noqa: PLC0415
+        status_json,
+        status_table,
+        with_measured_rates,
+    )
+
+    ns = status_parser(prog).parse_args(argv)
+    try:
+        snapshot, rates = with_measured_rates(read)
+    except NotRunningError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return RUNTIME_ERROR
+    print(status_json(snapshot, rates) if ns.json else status_table(snapshot, rates))
+    return 0
+
+
+def _serve_metrics(address: tuple[str, int], role: str, read: "Callable[[], Snapshot]") -> None:
+    from fluxify.observe.metrics import registry_for, serve_metrics  # noqa: PLC0415
+    from fluxify.observe.statsfile import NotRunningError  # noqa: PLC0415
+
+    def fresh_or_none() -> "Snapshot | None":
+        try:
+            return read()
+        except NotRunningError:
+            return None
+
+    serve_metrics(*address, registry_for(fresh_or_none, role))
+
+
+JOURNAL_STREAM_ENV = "JOURNAL_STREAM"  # set by systemd when stderr is the journal
+SYSLOG_PRIORITY = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+
+class _JournalFormatter(logging.Formatter):
+    """``<priority>name: message``: journald stamps the time and maps the level itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = SYSLOG_PRIORITY.get(record.levelno, 6)
+        return "\n".join(
+            f"<{priority}>{line}" for line in super().format(record).splitlines() or [""]
+        )
+
+
+def stderr_is_journal(environ: "os._Environ[str] | dict[str, str]" = os.environ) -> bool:
+    """True when stderr is the journal stream systemd announced (device:inode match)."""
+    announced = environ.get(JOURNAL_STREAM_ENV, "")
+    device, _, inode = announced.partition(":")
+    try:
+        info = os.fstat(sys.stderr.fileno())
+        return (info.st_dev, info.st_ino) == (int(device), int(inode))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    if stderr_is_journal():
+        handler.setFormatter(_JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
 
 
 def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:

@@ -140,6 +140,29 @@ def parse_server_address(text: str, default_port: int) -> ServerAddress:
     return ServerAddress(host=host, port=port)
 
 
+def listen_address(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` to listen on; the host is required (nothing binds all)."""
+    text = text.strip()
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port_text or (":" in host and not text.startswith("[")):
+        raise argparse.ArgumentTypeError(
+            f"expected host:port or [ipv6]:port to listen on (e.g. 127.0.0.1:9108), got {text!r}"
+        )
+    return host, port_value(port_text)
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(LOG_LEVELS)}, got {text!r}")
+    return level
+
+
 def number_list(text: str) -> tuple[float, ...]:
     try:
         values = tuple(float(item) for item in csv_items(text))

@@ -50,4 +50,6 @@ class ClientConfig:
     weights: tuple[int, ...] = ()  # load-balance nexthop weights by -ifaces position; () = 1 each
     tui_autostart: bool = False
     verbose: bool = False
+    log_level: str = "info"  # -log-level; -v means "debug"
+    metrics: tuple[str, int] | None = None  # -metrics host:port; None: no /metrics
     explicit: frozenset[str] = frozenset()

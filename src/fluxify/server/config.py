@@ -25,4 +25,6 @@ class ServerConfig:
     new_client: str | None = None
     revoke: str | None = None
     verbose: bool = False
+    log_level: str = "info"  # -log-level; -v means "debug"
+    metrics: tuple[str, int] | None = None  # -metrics host:port; None: no /metrics
     extra: dict[str, str] = field(default_factory=dict)
