@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from fluxify.client.config import ServerAddress
 from fluxify.pki.certs import Issued
@@ -44,7 +45,9 @@ async def running_server(
     accepted_features: frozenset[str] = frozenset(),
     expired_server_cert: bool = False,
     is_revoked: Callable[[int], bool] | None = None,
+    **limits: Any,
 ) -> AsyncIterator[Harness]:
+    """``limits``: ControlServer's handshake_deadline_s, max_connections, max_per_source ..."""
     ca = new_ca()
     layout = write_server_pki(root, ca, server_cert(ca, hosts, expired=expired_server_cert))
     table = SessionTable()
@@ -55,6 +58,7 @@ async def running_server(
         accepted_features=accepted_features,
         deadline_s=deadline_s,
         is_revoked=is_revoked,
+        **limits,
     )
     await server.start("127.0.0.1", 0)
     try:

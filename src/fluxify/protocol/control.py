@@ -151,7 +151,11 @@ def _load_object(data: bytes, what: str) -> dict[str, Any]:
         raise RemoteProtocolError(f"{what} is empty; expected a JSON object")
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except RecursionError as exc:  # nesting deeper than the interpreter's stack allows
+        raise RemoteProtocolError(f"{what} is nested too deeply to be a control message") from exc
+    except ValueError as exc:
+        # JSONDecodeError and UnicodeDecodeError are ValueErrors; so is a number longer than
+        # int()'s 4 300-digit limit (CVE-2020-10735).
         raise RemoteProtocolError(f"{what} is not valid JSON: {exc}") from exc
     if not isinstance(obj, dict):
         raise RemoteProtocolError(f"{what} must be a JSON object, got {_kind(obj)}")

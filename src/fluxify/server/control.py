@@ -1,12 +1,24 @@
 """The mTLS control server (SPEC §3): one JSON request per connection, one session per answer.
 
-Each connection has its own task and one deadline covering handshake, request and answer, so a
-slow or hostile peer only ever costs its own task. The identity is the client certificate's CN.
+It runs on an event loop of its own, in a thread, so TLS handshakes (the costly part, and open
+to anyone) never delay the data plane; only the grant itself, a few operations on the session
+table and its hooks, is handed to the loop that called ``start`` (the table's owner). Each
+connection has its own task, a short handshake deadline and one deadline for the whole
+exchange, so a slow or hostile peer only ever costs its own task; connections over the caps in
+total or per source are closed at once. Connections without a certificate never get a log line
+of their own: they are counted and summarised (``Admission``). The identity is the client
+certificate's CN.
 """
 
 import asyncio
+import concurrent.futures
+import contextlib
+import errno
 import logging
+import socket
 import ssl
+import struct
+import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -25,11 +37,25 @@ from fluxify.protocol.control import (
     decode_request,
     encode_response,
 )
+from fluxify.server.admission import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_PER_SOURCE,
+    Admission,
+    ConnectionOutcome,
+    source_of,
+)
 from fluxify.server.sessions import SessionTable
 
 log = logging.getLogger(__name__)
 
 CONTROL_DEADLINE_S = 10.0  # whole exchange, handshake included (SPEC §3)
+HANDSHAKE_DEADLINE_S = 3.0  # a TLS handshake takes milliseconds; idle sockets must not linger
+SUMMARY_INTERVAL_S = 30.0  # at most one summary line of refused/failed connections per interval
+ACCEPT_BACKOFF_FIRST_S = 0.05  # after accept() fails (EMFILE, ENOBUFS ...), doubling ...
+ACCEPT_BACKOFF_MAX_S = 1.0  # ... up to this; the pending connection waits in the backlog
+ACCEPT_WARNING_INTERVAL_S = 30.0
+LISTEN_BACKLOG = 128
+_LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT for refused peers
 
 
 class ControlServer:
@@ -39,6 +65,8 @@ class ControlServer:
     client offering features gets the intersection back, a v1 client gets no extension field.
     ``clock`` gives the ``now`` recorded in the table (seconds, monotonic). ``is_revoked`` is
     asked about each client certificate's serial number; a revoked one gets no session.
+    ``table``, ``clock`` and ``is_revoked`` are only ever used on the loop that called
+    ``start``; the TLS work happens on the server's own thread.
     """
 
     def __init__(
@@ -49,6 +77,10 @@ class ControlServer:
         *,
         accepted_features: frozenset[str] = frozenset(),
         deadline_s: float = CONTROL_DEADLINE_S,
+        handshake_deadline_s: float = HANDSHAKE_DEADLINE_S,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        max_per_source: int = DEFAULT_MAX_PER_SOURCE,
+        summary_interval_s: float = SUMMARY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         is_revoked: Callable[[int], bool] | None = None,
     ) -> None:
@@ -57,41 +89,57 @@ class ControlServer:
         self._udp_port = udp_port
         self._accepted = accepted_features
         self._deadline_s = deadline_s
+        self._handshake_deadline_s = min(handshake_deadline_s, deadline_s)
         self._clock = clock
         self._is_revoked = is_revoked
-        self._server: asyncio.Server | None = None
+        self.admission = Admission(
+            max_connections=max_connections,
+            max_per_source=max_per_source,
+            summary_interval_s=summary_interval_s,
+        )
+        self._listeners: list[socket.socket] = []
+        self._owner: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # one per admitted connection
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
     async def start(self, host: str | None, port: int) -> None:
         """Listen on ``host`` (None: every address, v4 and v6) and ``port`` (0: any free one)."""
-        self._server = await asyncio.start_server(self._serve_connection, host, port)
+        if self._thread is not None:
+            raise RuntimeError("the control server is already running")
+        self._owner = asyncio.get_running_loop()
+        self._listeners = _listen(host, port)
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(
+            target=self._run_thread, args=(ready,), name="fluxify-control", daemon=True
+        )
+        self._thread.start()
+        await asyncio.wrap_future(ready)
         log.info("control: listening on %s", ", ".join(self.addresses()))
 
     def addresses(self) -> list[str]:
-        if self._server is None:
-            return []
-        return [_address_text(sock.getsockname()) for sock in self._server.sockets]
+        return [_address_text(sock.getsockname()) for sock in self._listeners]
 
     @property
     def port(self) -> int:
-        if self._server is None or not self._server.sockets:
+        if not self._listeners:
             raise RuntimeError("the control server is not listening")
-        return int(self._server.sockets[0].getsockname()[1])
+        return int(self._listeners[0].getsockname()[1])
 
     async def close(self) -> None:
         """Stop listening and end every open connection."""
-        if self._server is not None:
-            self._server.close()
-        # Abort rather than cancel: each handler then sees EOF and ends through its own error
-        # path (asyncio's stream callback logs cancelled handler tasks as errors).
-        for writer in list(self._connections.values()):
-            writer.transport.abort()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
-            log.info("control: stopped")
+        thread, loop, stopping = self._thread, self._loop, self._stopping
+        if thread is None:
+            return
+        if loop is not None and stopping is not None:
+            loop.call_soon_threadsafe(stopping.set)
+        # The thread may still be waiting for grants queued on this loop: wait without blocking it.
+        await asyncio.to_thread(thread.join)
+        self._thread = self._loop = self._stopping = None
+        self._listeners = []
+        log.info("control: stopped")
 
     async def __aenter__(self) -> "ControlServer":
         return self
@@ -108,7 +156,7 @@ class ControlServer:
         """Open (or replace) the session of ``identity``; SessionRefusedError says why not.
 
         ``serial`` is the client certificate's serial number, checked against revocation and
-        recorded in the session so a later revocation can end it.
+        recorded in the session so a later revocation can end it. Call it on the table's loop.
         """
         if not identity:
             raise SessionRefusedError("the client certificate has no common name (CN)")
@@ -136,44 +184,146 @@ class ControlServer:
             extensions=extensions,
         )
 
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    # --- on the control thread ---------------------------------------------------------------
+
+    def _run_thread(self, ready: concurrent.futures.Future[None]) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._serve(ready))
+        except BaseException as exc:
+            if not ready.done():
+                ready.set_exception(exc)
+            else:
+                log.exception("control: the control thread failed")
+        finally:
+            for sock in self._listeners:
+                sock.close()
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _serve(self, ready: concurrent.futures.Future[None]) -> None:
+        self._stopping = stopping = asyncio.Event()
+        tasks = [
+            asyncio.create_task(self._accept_loop(sock), name=f"control accept {address}")
+            for sock, address in zip(self._listeners, self.addresses(), strict=True)
+        ]
+        tasks.append(asyncio.create_task(self._summaries(), name="control summaries"))
+        ready.set_result(None)
+        await stopping.wait()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for sock in self._listeners:
+            sock.close()
+        # Abort rather than cancel: each handler then sees EOF and ends through its own error
+        # path.
+        for writer in list(self._connections.values()):
+            writer.transport.abort()
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._log_summary(time.monotonic())
+
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept forever; after a failure (out of descriptors) back off, warn now and then."""
+        loop = asyncio.get_running_loop()
+        backoff = ACCEPT_BACKOFF_FIRST_S
+        next_warning = 0.0
+        while True:
+            try:
+                conn, address = await loop.sock_accept(listener)
+            except OSError as exc:
+                self.admission.count(ConnectionOutcome.ACCEPT_FAILED)
+                now = time.monotonic()
+                if now >= next_warning:
+                    next_warning = now + ACCEPT_WARNING_INTERVAL_S
+                    log.warning(
+                        "control: cannot accept connections (%s); retrying every %g s at most",
+                        exc.strerror or exc,
+                        ACCEPT_BACKOFF_MAX_S,
+                    )
+                await asyncio.sleep(backoff)
+                if exc.errno in _RESOURCE_ERRNOS:
+                    backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX_S)
+                continue
+            backoff = ACCEPT_BACKOFF_FIRST_S
+            source = source_of(str(address[0]))
+            if self.admission.admit(source) is not None:
+                _close_with_reset(conn)
+                continue
+            task = asyncio.create_task(
+                self._serve_connection(conn, _address_text(address), source),
+                name=f"control {_address_text(address)}",
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.admission.summary_interval_s)
+            self._log_summary(time.monotonic())
+
+    def _log_summary(self, now: float) -> None:
+        summary = self.admission.summary(now)
+        if summary is not None:
+            log.warning("control: %s", summary)
+
+    async def _serve_connection(self, conn: socket.socket, peer: str, source: str) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._connections[task] = writer
-        peer = _address_text(writer.get_extra_info("peername"))
+        writer: asyncio.StreamWriter | None = None
         try:
-            async with asyncio.timeout(self._deadline_s):
-                await self._exchange(
-                    TlsStream(reader, writer, self._context, server_side=True), peer
+            reader, writer = await asyncio.open_connection(sock=conn)
+            self._connections[task] = writer
+            started = time.monotonic()
+            tls = TlsStream(reader, writer, self._context, server_side=True)
+            if not await self._handshake(tls, peer):
+                return
+            remaining = self._deadline_s - (time.monotonic() - started)
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._exchange(tls, peer)
+            except TimeoutError:
+                log.warning(
+                    "control %s: closed: no complete request within %g s", peer, self._deadline_s
                 )
-        except TimeoutError:
-            log.warning(
-                "control %s: closed: no complete request within %g s", peer, self._deadline_s
-            )
         except (OSError, ssl.SSLError) as exc:
             log.info("control %s: connection failed: %s", peer, exc)
         except Exception:
             log.exception("control %s: unexpected error; the connection was dropped", peer)
         finally:
             self._connections.pop(task, None)
-            if not writer.is_closing():
+            self.admission.release(source)
+            if writer is None:
+                conn.close()
+            elif not writer.is_closing():
                 writer.transport.abort()
 
-    async def _exchange(self, tls: TlsStream, peer: str) -> None:
+    async def _handshake(self, tls: TlsStream, peer: str) -> bool:
+        """The TLS handshake within its deadline; a failure is counted, not logged per peer."""
         try:
-            await tls.handshake()
+            async with asyncio.timeout(self._handshake_deadline_s):
+                await tls.handshake()
+        except TimeoutError:
+            outcome, detail = ConnectionOutcome.HANDSHAKE_TIMEOUT, "timed out"
         except ssl.SSLError as exc:
-            log.info("control %s: TLS handshake failed: %s", peer, exc.reason or exc)
-            return
+            outcome, detail = ConnectionOutcome.HANDSHAKE_FAILED, str(exc.reason or exc)
+        except OSError as exc:
+            outcome, detail = ConnectionOutcome.CONNECTION_FAILED, str(exc)
+        else:
+            return True
+        self.admission.count(outcome)
+        log.debug("control %s: TLS handshake failed: %s", peer, detail)
+        return False
+
+    async def _exchange(self, tls: TlsStream, peer: str) -> None:
         der = tls.peer_certificate_der()
         cert = x509.load_der_x509_certificate(der) if der else None
         identity = common_name(cert) if cert is not None else ""
         serial = cert.serial_number if cert is not None else 0
         try:
             body = await tls.read_to_eof(MAX_CONTROL_MESSAGE_BYTES)
-            response = self.grant(identity, decode_request(body), serial)
+            response = await self._grant_on_owner(identity, decode_request(body), serial)
         except TlsTooLongError:
             log.warning(
                 "control %s: refused %r: request larger than %d bytes",
@@ -199,6 +349,59 @@ class ControlServer:
             response.client_ip6,
             tls.version(),
         )
+
+    async def _grant_on_owner(
+        self, identity: str, request: SessionRequest, serial: int
+    ) -> SessionResponse:
+        """``grant`` on the table's loop; if this task is cancelled first, it never runs."""
+        owner = self._owner
+        assert owner is not None
+        done: concurrent.futures.Future[SessionResponse] = concurrent.futures.Future()
+
+        def grant() -> None:
+            if not done.set_running_or_notify_cancel():
+                return
+            try:
+                done.set_result(self.grant(identity, request, serial))
+            except Exception as exc:
+                done.set_exception(exc)
+
+        owner.call_soon_threadsafe(grant)
+        return await asyncio.wrap_future(done)
+
+
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+
+def _listen(host: str | None, port: int) -> list[socket.socket]:
+    """Listening sockets as ``asyncio.start_server`` makes them (v6 ones v6-only)."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    listeners: list[socket.socket] = []
+    seen: set[tuple[int, object]] = set()
+    try:
+        for family, kind, proto, _name, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            listeners.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in listeners:
+            sock.close()
+        raise
+    return listeners
+
+
+def _close_with_reset(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    conn.close()
 
 
 def _address_text(address: object) -> str:
