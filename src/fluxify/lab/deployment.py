@@ -70,7 +70,8 @@ class Deployment:
         shutil.copy(self.workdir / "pki" / "clients" / "bundles" / f"{name}.pem", client_pki)
         return client_pki
 
-    def start_server(self) -> None:
+    def start_server(self, extra_args: tuple[str, ...] = ()) -> None:
+        """Start ``fluxify-server`` in the server namespace, ``extra_args`` added to its flags."""
         state = self.workdir / "server-state"
         (state / "server-stats.json").unlink(missing_ok=True)
         self.server = self._spawn(
@@ -81,6 +82,7 @@ class Deployment:
                 self.workdir / "pki",
                 "-hosts",
                 str(self.t.server_v4.ip),
+                *extra_args,
             ],
             state,
             "server.log",
@@ -99,7 +101,13 @@ class Deployment:
     def client_state(self, name: str) -> Path:
         return self.workdir / f"client-{name}-state"
 
-    def start_client(self, name: str, netns: str | None = None, ifaces: str = "wan1,wan2") -> None:
+    def start_client(
+        self,
+        name: str,
+        netns: str | None = None,
+        ifaces: str = "wan1,wan2",
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         pki = self.workdir / f"client-{name}"
         state = self.client_state(name)
         (state / "client-stats.json").unlink(missing_ok=True)
@@ -114,6 +122,7 @@ class Deployment:
             pki,
             "-client",
             name,
+            *extra_args,
         ]
         self.clients[name] = self._spawn(netns or self.t.client_ns, argv, state, f"{name}.log")
         wait_until(f"client {name}'s first stats", (state / "client-stats.json").exists)
