@@ -45,14 +45,11 @@ def test_bonding_argv_carries_settings_pki_and_environment() -> None:
         pki_dir=Path("/home/u/.fluxify"),
         environ={"TERM": "xterm-256color", "HOME": "/home/u", "FLUXIFY_STATE_DIR": "/tmp/s"},
     )
-    assert argv[:4] == [
-        "/usr/bin/pkexec",
-        "/usr/bin/env",
-        "TERM=xterm-256color",
-        "FLUXIFY_STATE_DIR=/tmp/s",
-    ]
+    assert argv[:3] == ["/usr/bin/pkexec", "/usr/bin/env", "TERM=xterm-256color"]
     assert "HOME=/home/u" not in argv
-    rest = argv[4:]
+    # root replays the journal in the state dir: the user must not pick it
+    assert not [a for a in argv if a.startswith("FLUXIFY_STATE_DIR")]
+    rest = argv[3:]
     assert rest[:2] == PROGRAM
     assert rest[2:5] == ["-v", "-gws", "192.0.2.1,198.51.100.1"]
     # The relaunched command line parses back to the same settings, auto-start, all explicit.

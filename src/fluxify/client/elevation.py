@@ -21,6 +21,8 @@ ELEVATORS = ("pkexec", "sudo")  # the original's order: pkexec when present
 AUTOSTART_FLAG = "-tui-autostart"
 # Both tools reset the environment; these keep the terminal and Fluxify's own knobs working.
 # PKEXEC_UID/SUDO_USER are set by the tools themselves (they find the user's ~/.fluxify).
+# FLUXIFY_STATE_DIR is not among them: root replays the undo journal found there, so a user
+# must not choose it (a planted journal once wrote /proc/sys/kernel/core_pattern).
 PASSED_ENV = (
     "TERM",
     "COLORTERM",
@@ -29,7 +31,6 @@ PASSED_ENV = (
     "LC_CTYPE",
     "TERMINFO",
     "NO_COLOR",
-    "FLUXIFY_STATE_DIR",
     "FLUXIFY_EVENT_LOOP",
 )
 

@@ -157,7 +157,7 @@ def prepare_host(journal: Journal, uplinks: Sequence[LbUplink], families: Sequen
         _set_unless(journal, HASH_POLICY_SYSCTL[family], L4_HASH_POLICY, lambda v: v != "0")
     for uplink in uplinks:
         if uplink.gateway4 is not None:
-            name = f"net/ipv4/conf/{uplink.ifname}/rp_filter"  # slashes: names may hold dots
+            name = sysctl.rp_filter_name(uplink.ifname)
             _set_unless(journal, name, LOOSE_RP_FILTER, lambda v: v == LOOSE_RP_FILTER)
         for family in families:
             gateway = uplink.gateway(family)

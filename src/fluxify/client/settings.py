@@ -9,11 +9,13 @@ The file keeps the Go client's schema (reference §4.2), all keys always written
 Unlike the original, a stored value never overrides a flag given on the command line.
 """
 
+import contextlib
 import dataclasses
+import errno
 import json
 import os
 import pwd
-import tempfile
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,30 +142,74 @@ def _settings_from(body: dict[str, Any], path: Path) -> StoredSettings:
 
 
 def save_settings(settings: StoredSettings, path: Path | None = None) -> Path:
-    """Write atomically: directory 0700, file 0600; owned by the invoking user when run as root."""
+    """Write atomically: directory 0700, file 0600; owned by the invoking user when run as root.
+
+    As root, the settings directory lives in someone else's home: it is opened without
+    following a symbolic link and everything after that (mode, owner, the new file, the rename)
+    goes through that directory's descriptor, so a link planted as ``~/.fluxify`` cannot make
+    root chmod or chown anything else.
+    """
     path = path or settings_path()
     owner = invoking_user() if os.geteuid() == 0 else None
     try:
         path.parent.mkdir(mode=SETTINGS_DIR_MODE, parents=True, exist_ok=True)
-        path.parent.chmod(SETTINGS_DIR_MODE)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        flags = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+        if owner is not None:
+            flags |= os.O_NOFOLLOW
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                os.fchmod(handle.fileno(), SETTINGS_FILE_MODE)
-                handle.write(settings.to_json())
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
+            directory = os.open(path.parent, flags)
+        except OSError as exc:
+            if exc.errno in {errno.ELOOP, errno.ENOTDIR}:
+                raise ConfigError(
+                    f"cannot save the settings: {path.parent} is a symbolic link or not a "
+                    "directory; as root Fluxify only writes into a real directory. Remove it "
+                    "and save again"
+                ) from exc
             raise
-        if owner is not None and owner.uid is not None and owner.gid is not None:
-            # Root saving into the user's home must not lock the user out of their own file.
-            os.chown(path.parent, owner.uid, owner.gid)
-            os.chown(path, owner.uid, owner.gid)
+        try:
+            _write_in(directory, path.name, settings.to_json(), owner)
+        finally:
+            os.close(directory)
     except OSError as exc:
         raise ConfigError(
             f"cannot save the settings to {path} ({exc.strerror}); check that directory"
         ) from exc
     return path
+
+
+def _write_in(directory: int, name: str, text: str, owner: InvokingUser | None) -> None:
+    """Replace ``name`` in the open ``directory`` with ``text``, by descriptors only."""
+    info = os.fstat(directory)
+    chown_to = None
+    if owner is not None and owner.uid is not None and owner.gid is not None:
+        if info.st_uid not in {0, owner.uid}:
+            raise ConfigError(
+                f"cannot save the settings: the settings directory belongs to uid "
+                f"{info.st_uid}, neither root nor the invoking user; remove it and save again"
+            )
+        chown_to = (owner.uid, owner.gid)
+    os.fchmod(directory, SETTINGS_DIR_MODE)
+    temp = f".{name}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(
+        temp,
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        SETTINGS_FILE_MODE,
+        dir_fd=directory,
+    )
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), SETTINGS_FILE_MODE)
+            if chown_to is not None:
+                # Root saving into the user's home must not lock the user out of their file.
+                os.fchown(handle.fileno(), *chown_to)
+            handle.write(text)
+        os.replace(temp, name, src_dir_fd=directory, dst_dir_fd=directory)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=directory)
+        raise
+    if chown_to is not None:
+        os.fchown(directory, *chown_to)
 
 
 def parse_server(text: str, default_port: int) -> ServerAddress:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from fluxify.errors import ConfigError, HostError
+from fluxify.linux import sysctl
 from fluxify.linux.journal import Journal
 from fluxify.linux.netlink import Netlink
 from fluxify.linux.routing import Route, Rule
@@ -107,7 +108,7 @@ def apply_uplink_routing(journal: Journal, plans: Sequence[UplinkPlan], server_i
             )
         )
         if family == socket.AF_INET:
-            journal.set_sysctl(f"net.ipv4.conf.{plan.ifname}.rp_filter", LOOSE_RP_FILTER)
+            journal.set_sysctl(sysctl.rp_filter_name(plan.ifname), LOOSE_RP_FILTER)
 
 
 def apply_default_via_tun(journal: Journal, tun_name: str, *, ipv6: bool) -> None:

@@ -1,12 +1,19 @@
 """The change journal: every host change is persisted with its exact inverse before it is applied.
 
 ``undo()`` replays the inverses newest first; ``repair()`` undoes what a crashed run left behind.
+The journal runs as root, so it trusts only what it wrote itself: a state directory and a journal
+owned by the effective user and writable by nobody else, records of the shapes it writes, and
+among those only the sysctls and the nftables table Fluxify changes.
 """
 
+import contextlib
 import fcntl
 import json
 import logging
 import os
+import re
+import stat
+import tempfile
 from collections.abc import Callable
 from ipaddress import ip_address, ip_network
 from pathlib import Path
@@ -24,6 +31,25 @@ DEFAULT_STATE_DIR = Path("/run/fluxify")
 JOURNAL_VERSION = 1
 Record = dict[str, Any]
 Leg = tuple[str | None, str | None]  # (gateway, ifname) of a route or of one of its nexthops
+
+# The only kernel parameters Fluxify changes (slash notation, see ``sysctl.sysctl_relative``):
+# forwarding on the server, loose reverse-path filtering on uplinks, L4 multipath hashing.
+_OWN_SYSCTLS = re.compile(
+    r"net/ipv4/ip_forward|net/ipv6/conf/all/forwarding|net/ipv[46]/fib_multipath_hash_policy"
+    r"|net/ipv4/conf/[^/]{1,15}/rp_filter"
+)
+OWN_NFT_TABLES = frozenset({nftables.TABLE})
+_ACTIONS = {"route": {"delete", "add", "restore"}}
+_NETNS_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_UNTRUSTED_MODE_BITS = stat.S_IWGRP | stat.S_IWOTH
+_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "sysctl": {"name": (str,), "value": (str,)},
+    "nftables": {"table": (str,), "restore": (str, type(None))},
+    "link": {"ifname": (str,), "up": (bool, type(None)), "mtu": (int, type(None))},
+    "address": {"action": (str,), "ifname": (str,), "address": (str,)},
+    "rule": {"action": (str,), "rule": (dict,)},
+    "route": {"action": (str,), "route": (dict,)},
+}
 
 
 class Journal:
@@ -93,12 +119,16 @@ class Journal:
         self._change(inverse, lambda: self.netlink.add_rule(rule))
 
     def set_sysctl(self, name: str, value: str) -> None:
+        if not own_sysctl(name):
+            raise HostError(f"{name} is not a kernel parameter Fluxify changes; refusing to.")
         before = sysctl.read_sysctl(name, self.netns)
         inverse = {"kind": "sysctl", "name": name, "value": before}
         self._change(inverse, lambda: sysctl.write_sysctl(name, value, self.netns))
 
     def apply_nftables(self, ruleset: nftables.Ruleset) -> None:
         """Replace our nftables table with ``ruleset``; undo restores the table as it was."""
+        if ruleset.table not in OWN_NFT_TABLES:
+            raise HostError(f"nftables table {ruleset.table!r} is not Fluxify's; refusing it.")
         script = nftables.render(ruleset)
         before = nftables.dump_table(ruleset.table, self.netns)
         inverse = {"kind": "nftables", "table": ruleset.table, "restore": before}
@@ -134,13 +164,20 @@ class Journal:
         """Undo the journal a previous, crashed run of this owner left; return its length."""
         if self._inverses:
             raise HostError("repair() belongs before the first change, not after.")
-        try:
-            saved = json.loads(self.path.read_text())
-        except FileNotFoundError:
+        text = _read_trusted(self.path)
+        if text is None:
             return 0
-        except (OSError, ValueError) as exc:
+        try:
+            saved = json.loads(text)
+        except (ValueError, RecursionError) as exc:
             raise HostError(f"The journal {self.path} is unreadable ({exc}); check it.") from exc
-        inverses: list[Record] = saved.get("inverses", [])
+        problem = journal_problem(saved)
+        if problem is not None:
+            raise HostError(
+                f"The journal {self.path} is not one Fluxify wrote ({problem}); nothing was "
+                "undone. Undo what it lists by hand if needed, then delete it."
+            )
+        inverses: list[Record] = saved["inverses"]
         netns: str | None = saved.get("netns")
         log.warning("repairing %d change(s) left by a previous %s run", len(inverses), self.owner)
         if netns is not None and not (NETNS_DIR / netns).exists():
@@ -329,10 +366,117 @@ def _add_unless_present(netlink: Netlink, route: Route) -> None:
         log.debug("already present: %s", route)
 
 
+def own_sysctl(name: str) -> bool:
+    """Whether ``name`` is one of the kernel parameters Fluxify changes (and so may undo)."""
+    try:
+        return _OWN_SYSCTLS.fullmatch(sysctl.sysctl_relative(name)) is not None
+    except HostError:
+        return False
+
+
+def journal_problem(saved: object) -> str | None:
+    """What makes ``saved`` (a parsed journal) other than what ``Journal`` writes, or None."""
+    if not isinstance(saved, dict):
+        return f"it holds a JSON {type(saved).__name__}, not an object"
+    netns = saved.get("netns")
+    if netns is not None and not (isinstance(netns, str) and _NETNS_NAME.fullmatch(netns)):
+        return f"netns {netns!r} is not a namespace name"
+    inverses = saved.get("inverses")
+    if not isinstance(inverses, list):
+        return '"inverses" is not a list'
+    for number, record in enumerate(inverses, 1):
+        problem = _record_problem(record)
+        if problem is not None:
+            return f"record {number}: {problem}"
+    return None
+
+
+def _record_problem(record: object) -> str | None:
+    if not isinstance(record, dict):
+        return "not an object"
+    kind = record.get("kind")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        return f"unknown kind {kind!r}"
+    fields = _FIELDS[kind]
+    for name, types in fields.items():
+        value = record.get(name)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            return f"{kind} record without a valid {name!r}"
+    if record.get("action", "delete") not in _ACTIONS.get(kind, {"delete"}):
+        return f"{kind} record with unknown action {record['action']!r}"
+    if kind == "sysctl" and not own_sysctl(record["name"]):
+        return f"{record['name']!r} is not a kernel parameter Fluxify changes"
+    if kind == "nftables" and record["table"] not in OWN_NFT_TABLES:
+        return f"nftables table {record['table']!r} is not Fluxify's"
+    try:
+        if kind == "rule":
+            Rule.from_record(record["rule"])
+        elif kind == "route":
+            Route.from_record(record["route"])
+            if record["action"] == "restore":
+                for old in record["previous"]:
+                    Route.from_record(old)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        return f"{kind} record that does not parse ({exc!r})"
+    return None
+
+
+def _read_trusted(path: Path) -> str | None:
+    """The journal's text if it exists and only we could have written it, else HostError."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise HostError(
+            f"Cannot open the journal {path}: {exc.strerror} (a symbolic link is refused); "
+            "delete it."
+        ) from exc
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        problem = _untrusted(info, "journal")
+        if problem is not None:
+            raise HostError(
+                f"The journal {path} {problem}, so it may not be ours; nothing was undone. "
+                "Check what it lists, then delete it."
+            )
+        try:
+            return file.read().decode("utf-8", errors="replace")
+        except OSError as exc:
+            raise HostError(f"Cannot read the journal {path}: {exc.strerror}.") from exc
+
+
+def _untrusted(info: os.stat_result, what: str) -> str | None:
+    euid = os.geteuid()
+    if what == "journal" and not stat.S_ISREG(info.st_mode):
+        return "is not a regular file"
+    if info.st_uid != euid:
+        return f"is owned by uid {info.st_uid}, not by this user (uid {euid})"
+    if info.st_mode & _UNTRUSTED_MODE_BITS:
+        return f"is writable by other users (mode {stat.S_IMODE(info.st_mode):o})"
+    return None
+
+
+def _check_state_dir(state_dir: Path) -> None:
+    info = os.stat(state_dir)
+    problem = _untrusted(info, "directory")
+    if problem is not None:
+        raise HostError(
+            f"The state directory {state_dir} {problem}; Fluxify keeps its undo journal there "
+            f"and will not trust it. Remove it, or run: chown {os.geteuid()} {state_dir} && "
+            f"chmod 700 {state_dir}."
+        )
+
+
 def _lock(state_dir: Path, owner: str) -> int:
     try:
         state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(state_dir / f"{owner}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        _check_state_dir(state_dir)
+        fd = os.open(
+            state_dir / f"{owner}.lock",
+            os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+            0o600,
+        )
     except OSError as exc:
         raise HostError(f"Cannot use state directory {state_dir}: {exc.strerror}.") from exc
     try:
@@ -347,12 +491,17 @@ def _lock(state_dir: Path, owner: str) -> int:
 
 
 def _write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_suffix(".tmp")
+    # mkstemp (O_EXCL, 0600): never a fixed name someone could have planted as a symlink.
+    temporary: str | None = None
     try:
-        with open(temporary, "w") as file:
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w") as file:
             file.write(text)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
     except OSError as exc:
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
         raise HostError(f"Cannot write the journal {path}: {exc.strerror}.") from exc

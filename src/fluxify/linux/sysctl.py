@@ -16,15 +16,30 @@ IPV6_FORWARD = "net.ipv6.conf.all.forwarding"
 
 
 def sysctl_path(name: str) -> Path:
-    """``net.ipv4.ip_forward`` → ``/proc/sys/net/ipv4/ip_forward``.
+    """``net.ipv4.ip_forward`` → ``/proc/sys/net/ipv4/ip_forward``, as sysctl(8) reads names.
 
-    Names holding an interface with dots (``eth0.100``) must be written with slashes instead.
+    Two notations: with slashes (``net/ipv4/conf/eth0.100/rp_filter``) a dot is part of a name;
+    with dots (``net.ipv4.conf.eth0/100.rp_filter``) a slash stands for a dot in a name. The
+    separator that comes first says which one a name uses.
     """
-    relative = name if "/" in name else name.replace(".", "/")
-    path = PROC_SYS / relative
-    if ".." in path.parts:
+    return PROC_SYS / sysctl_relative(name)
+
+
+def sysctl_relative(name: str) -> str:
+    """``name`` in slash notation (``net/ipv4/conf/eth0.100/rp_filter``), checked."""
+    dot, slash = name.find("."), name.find("/")
+    if slash != -1 and (dot == -1 or slash < dot):
+        parts = name.split("/")
+    else:
+        parts = [part.replace("/", ".") for part in name.split(".")]
+    if not all(parts) or any(part in {".", ".."} for part in parts):
         raise HostError(f"Sysctl name {name!r} is not a kernel parameter name.")
-    return path
+    return "/".join(parts)
+
+
+def rp_filter_name(ifname: str) -> str:
+    """The IPv4 reverse-path filter parameter of ``ifname``, right for names with dots."""
+    return f"net/ipv4/conf/{ifname}/rp_filter"
 
 
 def read_sysctl(name: str, netns: str | None = None) -> str:
