@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fluxify.errors import PkiError
-from fluxify.pki.files import pem_blocks, sanitize_client_name, write_file
+from fluxify.pki.files import pem_blocks, sanitize_client_name, sanitized_form, write_file
 
 
 @pytest.mark.parametrize(
@@ -23,8 +23,24 @@ from fluxify.pki.files import pem_blocks, sanitize_client_name, write_file
         ("Laptop-01_x", "Laptop-01_x"),
     ],
 )
-def test_sanitize_follows_the_original_rules(raw: str, expected: str) -> None:
-    assert sanitize_client_name(raw) == expected
+def test_the_original_rules_give_the_stored_form(raw: str, expected: str) -> None:
+    assert sanitized_form(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "stored"),
+    [("ålice", "lice"), ("bob smith", "bob_smith"), ("../x", "x"), ("-rf", "rf"), ("a/b", "a_b")],
+)
+def test_a_name_the_rules_would_change_is_refused_with_the_form_to_use(
+    raw: str, stored: str
+) -> None:
+    """ "ålice" once became "lice" and silently overwrote the files of a client named "lice"."""
+    with pytest.raises(PkiError, match=f"stored as {stored!r}.*letters a-z, digits"):
+        sanitize_client_name(raw)
+
+
+def test_surrounding_whitespace_is_only_trimmed() -> None:
+    assert sanitize_client_name("  Laptop-01_x \n") == "Laptop-01_x"
 
 
 @pytest.mark.parametrize(

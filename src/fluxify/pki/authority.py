@@ -120,9 +120,12 @@ def load_ca(layout: ServerPkiLayout) -> Issued:
 
 
 def issue_client(
-    layout: ServerPkiLayout, raw_name: str, *, now: datetime | None = None
+    layout: ServerPkiLayout, raw_name: str, *, now: datetime | None = None, reissue: bool = True
 ) -> IssuedClient:
     """Issue (or reissue) a client certificate; write dated, canonical and bundle files.
+
+    With ``reissue=False`` a name that already has a certificate is refused (PkiError) instead
+    of replaced: its current bundle would stop working.
 
     The bundle is ``ca.pem + "\\n" + cert + "\\n" + key`` (Go's "Copy cert+key" format: the last
     certificate is the leaf), saved as ``clients/bundles/<name>.pem`` so it can be copied to the
@@ -130,6 +133,12 @@ def issue_client(
     """
     now = now or datetime.now(UTC)
     name = sanitize_client_name(raw_name)
+    if not reissue and layout.client_cert(name).exists():
+        raise PkiError(
+            f"client {name!r} already has a certificate ({layout.client_cert(name)}); "
+            "reissuing replaces it and stops its current bundle working, so ask for a reissue "
+            "explicitly or choose another name"
+        )
     ca = load_ca(layout)
     issued = make_client_cert(ca, name, now)
     ensure_private_dir(layout.clients)

@@ -75,13 +75,29 @@ class ServerPkiLayout:
         return self.bundles / f"{name}.pem"
 
 
-def sanitize_client_name(raw: str) -> str:
-    """The original's rules (reference §3.2), plus refusals of names whose files would collide.
+def sanitized_form(raw: str) -> str:
+    """The original's rules (reference §3.2): what ``raw`` would become on disk and in the CN.
 
     Trim whitespace, replace each run of characters outside ``[a-zA-Z0-9_-]`` with ``_``, trim
-    leading and trailing ``-``, ``_`` and spaces. The result is the certificate CN and file stem.
+    leading and trailing ``-``, ``_`` and spaces.
     """
-    name = _OUTSIDE_NAME_CHARS.sub("_", raw.strip()).strip("-_ ")
+    return _OUTSIDE_NAME_CHARS.sub("_", raw.strip()).strip("-_ ")
+
+
+def sanitize_client_name(raw: str) -> str:
+    """``raw`` (trimmed) as the certificate CN and file stem, or PkiError saying why not.
+
+    A name the original's rules would change is refused rather than changed: "ålice" and
+    "lice" would otherwise both become "lice" and the second would silently overwrite the
+    first one's files. Names whose files would collide with others are refused too.
+    """
+    name = sanitized_form(raw)
+    if name and name != raw.strip():
+        raise PkiError(
+            f"client name {raw.strip()!r} holds characters a certificate name cannot have "
+            f"(it would be stored as {name!r}); use only letters a-z, digits, '-' and '_', "
+            f"for example {name!r}"
+        )
     if not name:
         raise PkiError(
             f"client name {raw!r} has no usable characters; use letters, digits, '-' or '_'"

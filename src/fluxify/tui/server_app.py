@@ -238,7 +238,7 @@ class CertManagerApp(App[int]):
         if self.layout_.client_cert(name).exists():
             self._confirm_issue(name, f"Client {name} exists. Reissue it? This replaces its cert.")
         else:
-            self.run_job(f"Generating {name}", lambda: self._issue(name))
+            self.run_job(f"Generating {name}", lambda: self._issue(name, reissue=False))
         self.query_one("#new-client", Input).value = ""
 
     def ask_reissue(self) -> None:
@@ -249,13 +249,13 @@ class CertManagerApp(App[int]):
     def _confirm_issue(self, name: str, question: str) -> None:
         def answered(confirmed: bool | None) -> None:
             if confirmed:
-                self.run_job(f"Generating {name}", lambda: self._issue(name))
+                self.run_job(f"Generating {name}", lambda: self._issue(name, reissue=True))
 
         self.push_screen(ConfirmScreen(question, "Reissue"), answered)
 
-    def _issue(self, name: str) -> str:
+    def _issue(self, name: str, *, reissue: bool) -> str:
         ensure_server_pki(self.layout_.root, self.hosts)
-        issued = issue_client(self.layout_, name)
+        issued = issue_client(self.layout_, name, reissue=reissue)
         self.last_bundle = issued.bundle
         return issued.name
 
