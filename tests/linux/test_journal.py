@@ -3,6 +3,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest.mock import ANY
 
@@ -18,10 +19,27 @@ from tests.linux.journal_scenario import OWNER, apply_changes, snapshot
 pytestmark = [pytest.mark.root, requires_root]
 
 
+DAD_TIMEOUT_S = 30.0  # DAD takes about a second; a loaded machine may take much longer
+
+
+def wait_for_dad(netns: str) -> None:
+    """Until no IPv6 address in ``netns`` is tentative: the kernel adds routes when DAD ends.
+
+    Otherwise a snapshot taken during DAD differs from one taken after it for reasons that
+    have nothing to do with the journal (the fe80:: addresses of a fresh veth).
+    """
+    deadline = time.monotonic() + DAD_TIMEOUT_S
+    while ip("-n", netns, "-6", "address", "show", "tentative").strip():
+        if time.monotonic() > deadline:
+            pytest.fail(f"IPv6 addresses in {netns} still tentative after {DAD_TIMEOUT_S:g} s")
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def client_netns(uplink_netns: str) -> str:
-    """An uplink namespace with one pre-existing route for the journal to delete."""
+    """An uplink namespace with one pre-existing route for the journal to delete, DAD done."""
     ip("-n", uplink_netns, "route", "add", "203.0.113.0/24", "via", "192.0.2.1", "dev", "wan0")
+    wait_for_dad(uplink_netns)
     return uplink_netns
 
 
@@ -73,6 +91,7 @@ def test_repair_after_sigkill_restores_the_snapshot(client_netns: str, tmp_path:
     with Journal(OWNER, netns=client_netns, state_dir=tmp_path) as journal:
         assert journal.repair() == 15
         assert journal.repair() == 0
+    wait_for_dad(client_netns)
     assert snapshot(client_netns) == before
 
 
