@@ -57,7 +57,7 @@ class SessionResponse:
     """What the server hands out: session id (never 0), 32-byte key, UDP port, inner addresses."""
 
     session_id: int
-    session_key: bytes
+    session_key: bytes = field(repr=False)  # a secret: never in a log line or a traceback
     udp_port: int
     client_ip: IPv4Address
     client_ip6: IPv6Address | None

@@ -42,7 +42,7 @@ class Session:
     """
 
     session_id: int
-    key: bytes
+    key: bytes = field(repr=False)  # a secret: never in a log line or a traceback
     identity: str
     host_number: int
     client_ip: IPv4Address
