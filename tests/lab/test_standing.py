@@ -12,7 +12,10 @@ import pytest
 from fluxify.lab.standing import LAB_PREFIX
 from fluxify.lab.testbed import list_namespaces
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces"),
+]
 LAB = str(Path(sys.executable).parent / "fluxify-lab")
 
 

@@ -3,13 +3,23 @@
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TypeVar
 
 import pytest
 
 requires_root = pytest.mark.skipif(
     os.geteuid() != 0, reason="needs root: creates network namespaces, TUN devices, nftables"
 )
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def needs_root(test: F) -> F:
+    """Mark ``test`` ``root`` (``-m "not root"`` leaves it out) and skip it without root.
+
+    Per test, not per module: the pure tests beside it then run everywhere.
+    """
+    return pytest.mark.root(requires_root(test))  # type: ignore[no-any-return]
 
 
 def ip(*args: str) -> str:

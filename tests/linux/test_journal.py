@@ -13,11 +13,8 @@ from pyroute2 import NetNS
 from fluxify.errors import HostError
 from fluxify.linux.journal import Journal
 from fluxify.linux.routing import Nexthop, Route, Rule
-from tests.linux.conftest import ip, requires_root
+from tests.linux.conftest import ip, needs_root
 from tests.linux.journal_scenario import OWNER, apply_changes, snapshot
-
-pytestmark = [pytest.mark.root, requires_root]
-
 
 DAD_TIMEOUT_S = 30.0  # DAD takes about a second; a loaded machine may take much longer
 
@@ -43,6 +40,7 @@ def client_netns(uplink_netns: str) -> str:
     return uplink_netns
 
 
+@needs_root
 def test_undo_restores_the_snapshot_exactly(client_netns: str, tmp_path: Path) -> None:
     before = snapshot(client_netns)
     with Journal(OWNER, netns=client_netns, state_dir=tmp_path) as journal:
@@ -60,6 +58,7 @@ def test_undo_restores_the_snapshot_exactly(client_netns: str, tmp_path: Path) -
     assert not (tmp_path / "client.json").exists()
 
 
+@needs_root
 def test_undo_with_the_tun_still_open(client_netns: str, tmp_path: Path) -> None:
     before = snapshot(client_netns)
     journal = Journal(OWNER, netns=client_netns, state_dir=tmp_path)
@@ -72,6 +71,7 @@ def test_undo_with_the_tun_still_open(client_netns: str, tmp_path: Path) -> None
     assert after["rules4"] == before["rules4"]
 
 
+@needs_root
 def test_repair_after_sigkill_restores_the_snapshot(client_netns: str, tmp_path: Path) -> None:
     before = snapshot(client_netns)
     child = subprocess.Popen(
@@ -95,6 +95,7 @@ def test_repair_after_sigkill_restores_the_snapshot(client_netns: str, tmp_path:
     assert snapshot(client_netns) == before
 
 
+@needs_root
 def test_a_change_that_fails_is_not_journaled(uplink_netns: str, tmp_path: Path) -> None:
     with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
         existing = Route("0.0.0.0/0", gateway="192.0.2.1", ifname="wan0", metric=100)
@@ -106,6 +107,7 @@ def test_a_change_that_fails_is_not_journaled(uplink_netns: str, tmp_path: Path)
     assert "default via 192.0.2.1 dev wan0" in ip("-n", uplink_netns, "route")
 
 
+@needs_root
 def test_undo_tolerates_changes_already_gone(uplink_netns: str, tmp_path: Path) -> None:
     with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
         journal.add_route(Route("198.18.0.9/32", gateway="192.0.2.1", ifname="wan0"))
@@ -117,6 +119,7 @@ def test_undo_tolerates_changes_already_gone(uplink_netns: str, tmp_path: Path) 
     assert journal.pending == []
 
 
+@needs_root
 def test_repair_of_a_journal_whose_namespace_is_gone(netns: str, tmp_path: Path) -> None:
     leftover = {
         "version": 1,
@@ -137,6 +140,7 @@ def test_owner_must_be_a_plain_word(tmp_path: Path) -> None:
         Journal("../etc", state_dir=tmp_path)
 
 
+@needs_root
 def test_journal_records_are_plain_json(uplink_netns: str, tmp_path: Path) -> None:
     with Journal(OWNER, netns=uplink_netns, state_dir=tmp_path) as journal:
         journal.add_route(Route("198.18.0.9/32", gateway="192.0.2.1", ifname="wan0"))
@@ -148,6 +152,7 @@ def test_journal_records_are_plain_json(uplink_netns: str, tmp_path: Path) -> No
         assert Route.from_record(record["route"]).family == socket.AF_INET
 
 
+@needs_root
 def test_replace_without_a_previous_route_is_undone_by_delete(
     uplink_netns: str, tmp_path: Path
 ) -> None:
@@ -205,6 +210,7 @@ def kernel_routes(netns: str, family: int, table: int) -> list[tuple[str, int, l
 
 
 @pytest.mark.parametrize("via", ["undo", "repair"])
+@needs_root
 def test_what_is_left_of_a_multipath_route_whose_device_vanished_is_deleted(
     two_uplinks: str, tmp_path: Path, via: str
 ) -> None:
@@ -238,6 +244,7 @@ def test_what_is_left_of_a_multipath_route_whose_device_vanished_is_deleted(
     assert not (tmp_path / "client.json").exists()
 
 
+@needs_root
 def test_a_vanished_device_never_widens_the_delete_to_other_metrics(
     two_uplinks: str, tmp_path: Path
 ) -> None:
@@ -253,6 +260,7 @@ def test_a_vanished_device_never_widens_the_delete_to_other_metrics(
     ]
 
 
+@needs_root
 def test_a_single_device_route_whose_device_vanished_is_undone_quietly(
     two_uplinks: str, tmp_path: Path
 ) -> None:
@@ -264,6 +272,7 @@ def test_a_single_device_route_whose_device_vanished_is_undone_quietly(
     assert kernel_routes(two_uplinks, socket.AF_INET6, 300) == []
 
 
+@needs_root
 def test_a_replaced_route_whose_device_vanished_gives_way(two_uplinks: str, tmp_path: Path) -> None:
     # The host's route named d1; ours replaced it. d1 vanished: the host's route cannot come
     # back, and ours must not outlive the run.
@@ -274,6 +283,7 @@ def test_a_replaced_route_whose_device_vanished_gives_way(two_uplinks: str, tmp_
     assert kernel_routes(two_uplinks, socket.AF_INET, 254) == [("10.2.0.0/24", 0, [ANY])]
 
 
+@needs_root
 def test_a_rule_naming_a_vanished_device_is_undone(two_uplinks: str, tmp_path: Path) -> None:
     with Journal(OWNER, netns=two_uplinks, state_dir=tmp_path) as journal:
         journal.add_rule(Rule(priority=500, table=300, iifname="d1"))

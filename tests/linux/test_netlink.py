@@ -5,9 +5,7 @@ import pytest
 from fluxify.errors import HostError
 from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError
 from fluxify.linux.routing import Nexthop, Route, Rule
-from tests.linux.conftest import ip, requires_root
-
-pytestmark = [pytest.mark.root, requires_root]
+from tests.linux.conftest import ip, needs_root
 
 
 def test_route_and_rule_records_round_trip_through_json_shapes() -> None:
@@ -17,6 +15,7 @@ def test_route_and_rule_records_round_trip_through_json_shapes() -> None:
     assert Rule.from_record(rule.to_record()) == rule
 
 
+@needs_root
 def test_links_and_addresses(uplink_netns: str) -> None:
     with Netlink(uplink_netns) as netlink:
         netlink.set_link("peer0", mtu=1280, up=False)
@@ -35,6 +34,7 @@ def test_links_and_addresses(uplink_netns: str) -> None:
             netlink.set_link("nope0", up=True)
 
 
+@needs_root
 def test_routes_in_tables_multipath_and_host_routes(uplink_netns: str) -> None:
     with Netlink(uplink_netns) as netlink:
         host = Route("198.18.0.1/32", gateway="192.0.2.1", ifname="wan0")
@@ -58,6 +58,7 @@ def test_routes_in_tables_multipath_and_host_routes(uplink_netns: str) -> None:
         assert "198.18.0.1" not in ip("-n", uplink_netns, "route")
 
 
+@needs_root
 def test_replaced_by_finds_the_default_route_a_replace_would_overwrite(uplink_netns: str) -> None:
     with Netlink(uplink_netns) as netlink:
         (old,) = netlink.replaced_by(Route("0.0.0.0/0", metric=100, ifname="wan0"))
@@ -67,6 +68,7 @@ def test_replaced_by_finds_the_default_route_a_replace_would_overwrite(uplink_ne
         assert old6.gateway == "2001:db8:5::1"
 
 
+@needs_root
 def test_gateway_of_reads_default_routes_by_interface(uplink_netns: str) -> None:
     with Netlink(uplink_netns) as netlink:
         assert netlink.gateway_of("wan0", socket.AF_INET) == "192.0.2.1"
@@ -77,6 +79,7 @@ def test_gateway_of_reads_default_routes_by_interface(uplink_netns: str) -> None
         assert netlink.gateway_of("wan0", socket.AF_INET) == "192.0.2.5"
 
 
+@needs_root
 def test_rules_by_source_fwmark_and_oif(uplink_netns: str) -> None:
     rules = [
         Rule(priority=1000, table=100, src="192.0.2.2/32"),
@@ -97,11 +100,13 @@ def test_rules_by_source_fwmark_and_oif(uplink_netns: str) -> None:
         assert "lookup 100" not in ip("-n", uplink_netns, "rule")
 
 
+@needs_root
 def test_missing_namespace_is_a_host_error() -> None:
     with pytest.raises(HostError, match="does not exist"):
         Netlink("fxt-no-such-namespace")
 
 
+@needs_root
 async def test_netlink_is_callable_from_a_running_event_loop(uplink_netns: str) -> None:
     # pyroute2's sync IPRoute runs its own loop; Netlink's worker thread keeps that working.
     with Netlink(uplink_netns) as netlink:

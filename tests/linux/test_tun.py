@@ -8,9 +8,7 @@ import pytest
 from fluxify.errors import HostError
 from fluxify.linux.netlink import Netlink, NotFoundError
 from fluxify.linux.tun import Tun
-from tests.linux.conftest import requires_root
-
-pytestmark = [pytest.mark.root, requires_root]
+from tests.linux.conftest import needs_root
 
 
 def checksum(data: bytes) -> int:
@@ -58,6 +56,7 @@ def read_packet(tun: Tun, timeout_s: float) -> bytes:
     return os.read(tun.fd, 65535)
 
 
+@needs_root
 def test_named_tun_exists_until_closed(netns: str) -> None:
     with Netlink(netns) as netlink:
         with Tun.open("fxtest0", netns=netns) as tun:
@@ -69,6 +68,7 @@ def test_named_tun_exists_until_closed(netns: str) -> None:
             netlink.index("fxtest0")
 
 
+@needs_root
 def test_kernel_names_the_tun_when_no_name_is_given(netns: str) -> None:
     with Tun.open(netns=netns) as first, Tun.open(netns=netns) as second:
         assert first.name.startswith("tun") and second.name.startswith("tun")
@@ -82,6 +82,7 @@ def test_too_long_name_is_refused() -> None:
         Tun.open("a-name-far-too-long-for-linux")
 
 
+@needs_root
 def test_echo_request_written_to_tun_comes_back_as_reply(netns: str) -> None:
     with Tun.open("fxtest1", netns=netns) as tun, Netlink(netns) as netlink:
         netlink.set_link("fxtest1", up=True, mtu=1400)
@@ -101,6 +102,7 @@ def test_echo_request_written_to_tun_comes_back_as_reply(netns: str) -> None:
         assert netlink.link("fxtest1").mtu == 1400
 
 
+@needs_root
 def test_icmpv6_echo_through_the_tun(netns: str) -> None:
     with Tun.open("fxtest6", netns=netns) as tun, Netlink(netns) as netlink:
         netlink.set_link("fxtest6", up=True)
