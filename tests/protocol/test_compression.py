@@ -2,6 +2,7 @@
 
 import gzip
 import os
+import tracemalloc
 import zlib
 
 import pytest
@@ -39,6 +40,23 @@ def test_a_gzip_bomb_is_refused_without_inflating_it() -> None:
     with pytest.raises(InflateError) as info:
         inflate(bomb)
     assert info.value.too_large
+
+
+def test_a_gzip_bomb_is_never_inflated_into_memory() -> None:
+    """Refusing the result is not enough: the inflater must stop at ``limit + 1`` bytes.
+
+    An inflate that expands the whole member first and checks its length afterwards would
+    pass the test above while spending 1 MB (or 1 GB) of memory per datagram.
+    """
+    bomb = zlib.compress(bytes(1_000_000), 9, 31)
+    tracemalloc.start()
+    try:
+        with pytest.raises(InflateError):
+            inflate(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 100_000, f"inflating a bomb allocated {peak} bytes"
 
 
 def test_one_byte_over_the_limit_is_refused() -> None:
