@@ -147,12 +147,25 @@ def test_settings_of_a_config_round_trip_through_merge() -> None:
     )
 
 
-def test_settings_live_in_the_sudo_users_home(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SUDO_USER", "root")
-    assert settings_path() == Path("/root/.fluxify/config.json")
+def test_settings_live_in_the_sudo_users_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another account than the one running the tests, and a $HOME that is neither's: a
+    # version that ignored SUDO_USER/PKEXEC_UID and used $HOME would fail here, even as root.
+    nobody = pwd.getpwnam("nobody")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("PKEXEC_UID", raising=False)
+    monkeypatch.setenv("SUDO_USER", "nobody")
+    assert Path(nobody.pw_dir) != tmp_path
+    assert settings_path() == Path(nobody.pw_dir) / ".fluxify" / "config.json"
     monkeypatch.delenv("SUDO_USER")
-    monkeypatch.setenv("PKEXEC_UID", "0")
-    assert invoking_user_home() == Path("/root")
+    monkeypatch.setenv("PKEXEC_UID", str(nobody.pw_uid))
+    assert invoking_user_home() == Path(nobody.pw_dir)
+    monkeypatch.setenv("PKEXEC_UID", "not-a-uid")
+    assert invoking_user_home() == tmp_path  # nothing usable: this user's own home
+    monkeypatch.delenv("PKEXEC_UID")
+    monkeypatch.setenv("SUDO_USER", "no-such-user-here")
+    assert settings_path() == tmp_path / ".fluxify" / "config.json"
 
 
 def test_root_saving_for_a_sudo_user_gives_them_the_file(
