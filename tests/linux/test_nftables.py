@@ -42,9 +42,18 @@ def test_loss_ruleset_drops_at_random_on_given_interfaces() -> None:
     assert '\t\toifname "lan" drop\n' in render(loss_ruleset(["lan"], 100))
 
 
-def test_render_is_pure() -> None:
-    ruleset = server_ruleset("tun9")
-    assert render(ruleset) == render(ruleset)
+def test_render_depends_on_its_input_alone() -> None:
+    """Equal rulesets render equally, a different TUN changes exactly its name, and rendering
+    one ruleset leaves nothing behind that changes the next (no shared or cached state)."""
+    nine = render(server_ruleset("tun9"))
+    assert nine == SERVER_SCRIPT.replace('"tun0"', '"tun9"')
+    assert nine != SERVER_SCRIPT
+    assert render(server_ruleset("tun0")) == SERVER_SCRIPT  # after tun9: nothing carried over
+    assert render(server_ruleset("tun9")) == nine  # a second, equal object
+    ruleset = uplink_ruleset(["wan1", "wan2"])
+    before = repr(ruleset)
+    render(ruleset)
+    assert repr(ruleset) == before  # rendering does not change what it renders
 
 
 @pytest.mark.parametrize(
