@@ -67,6 +67,9 @@ def test_gap_summary_counts_the_longest_gap_and_a_missing_tail() -> None:
     assert summarize([], 10, 0.01) == {"received": 0, "lost": 10, "max_gap_ms": None}
 
 
+MIN_TUNNEL_COST_MS = 0.2  # measured 1.2 ms idle (raw: 0.1 ms); user-space crossings cost more
+
+
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, TUN, nftables")
 def test_latency_scenario_end_to_end_writes_json(tmp_path: Path) -> None:
@@ -78,6 +81,12 @@ def test_latency_scenario_end_to_end_writes_json(tmp_path: Path) -> None:
     assert latency["skipped"] is None
     metrics = latency["metrics"]
     assert {"raw", "fluxify", "fluxify_added"} <= set(metrics)
-    assert metrics["raw"]["median"] > 0
-    assert metrics["fluxify"]["median"] > 0
-    assert latency["ratios"]["fluxify RTT / raw RTT"] > 0
+    raw, tunnel = metrics["raw"]["median"], metrics["fluxify"]["median"]
+    assert 0 < raw < 100, metrics["raw"]  # milliseconds over an unshaped veth, not seconds
+    # Through the tunnel a ping crosses two Python data planes four times and one more hop
+    # (server -> internet host): it cannot be as fast as the kernel alone on the raw uplink.
+    # If the two measured the same way, this fails about every other run.
+    assert tunnel > raw + MIN_TUNNEL_COST_MS, metrics
+    assert metrics["fluxify_added"]["median"] == pytest.approx(tunnel - raw, abs=0.01)
+    assert latency["ratios"]["fluxify RTT / raw RTT"] == pytest.approx(tunnel / raw, rel=0.01)
+    assert len(metrics["fluxify"]["samples"]) == len(metrics["raw"]["samples"]) == 1
