@@ -10,6 +10,7 @@ from fluxify.client.config import ClientConfig, Mode, ServerAddress
 from fluxify.client.settings import StoredSettings, load_settings, merged_config
 from fluxify.tui.client_app import ClientApp
 from tests.tui.client_fakes import SIZE, Runners, make_client_app, write_bonding_stats
+from tests.tui.conditions import until
 
 
 async def click_iface(pilot: Pilot[int], app: ClientApp, name: str) -> None:
@@ -22,6 +23,10 @@ async def type_server(pilot: Pilot[int], text: str) -> None:
     await pilot.click("#server")
     await pilot.press(*text)
     await pilot.pause()
+
+
+def started(runners: Runners) -> bool:
+    return bool(runners.made) and runners.made[0].started
 
 
 def start_disabled(app: ClientApp) -> bool:
@@ -129,7 +134,8 @@ async def test_start_as_root_runs_in_process_shows_stats_and_stop_undoes(tmp_pat
     app = await ready_app(tmp_path, runners)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.click("#start")
-        await pilot.pause(1.3)
+        table = app.query_one("#stats", DataTable)
+        await until(pilot, "the runner's first stats", lambda: table.row_count == 2)
         (runner,) = runners.made
         assert runner.started
         assert app.relaunch_argv is None  # root: no elevation, the runner is in-process
@@ -139,12 +145,13 @@ async def test_start_as_root_runs_in_process_shows_stats_and_stop_undoes(tmp_pat
         assert not app.query_one("#stop", Button).disabled
         assert app.query_one("#ifaces", SelectionList).disabled
         assert app.query_one("#server", Input).disabled
-        table = app.query_one("#stats", DataTable)
-        assert table.row_count == 2
         assert [str(c) for c in table.get_row_at(0)[:3]] == ["eth0", "up", "12.5 ms"]
         assert "RUNNING" in status(app)
-        await pilot.pause(1.1)
-        assert "kbit/s" in str(table.get_row_at(0)[4]) or "Mbit/s" in str(table.get_row_at(0)[4])
+
+        def a_rate() -> bool:
+            return any(unit in str(table.get_row_at(0)[4]) for unit in ("kbit/s", "Mbit/s"))
+
+        await until(pilot, "a rate from two stats samples", a_rate)
         await pilot.click("#stop")
         await app.workers.wait_for_complete()
         await pilot.pause()
@@ -159,7 +166,7 @@ async def test_quit_while_running_tears_down_first(tmp_path: Path) -> None:
     app = await ready_app(tmp_path, runners)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.click("#start")
-        await pilot.pause(0.3)
+        await until(pilot, "the runner to start", lambda: started(runners))
         await pilot.press("ctrl+c")
         await pilot.pause()
     assert runners.made[0].torn_down
@@ -170,11 +177,14 @@ async def test_a_failed_start_leaves_start_usable_and_says_why(tmp_path: Path) -
     app = await ready_app(tmp_path, Runners(fail="control server refused us"))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.click("#start")
-        await pilot.pause(0.3)
+
+        def said_why() -> bool:
+            log = " ".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
+            return "control server refused us" in " ".join(log.split())
+
+        await until(pilot, "the failure in the log", said_why)
         assert app.running is None
         assert not start_disabled(app)
-        log = " ".join(str(line.text) for line in app.query_one("#log", RichLog).lines)
-        assert "control server refused us" in " ".join(log.split())
 
 
 async def test_start_when_not_root_relaunches_elevated_in_autostart(tmp_path: Path) -> None:
@@ -206,8 +216,7 @@ async def test_autostart_as_root_starts_by_itself(tmp_path: Path) -> None:
     )
     app = make_client_app(tmp_path, config, stored=stored, runners=runners)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(0.4)
-        assert runners.made and runners.made[0].started
+        await until(pilot, "the runner to start by itself", lambda: started(runners))
         assert runners.made[0].config.ifaces == ("eth0", "wlan0")
         await pilot.press("ctrl+c")
         await pilot.pause()
@@ -218,9 +227,8 @@ async def test_stats_table_renders_rows_from_a_stats_file(tmp_path: Path) -> Non
     app = make_client_app(tmp_path)
     write_bonding_stats(tmp_path / "state", ["eth0", "eth1", "eth0#1"], 5_000_000)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(1.2)
         table = app.query_one("#stats", DataTable)
-        assert table.row_count == 3
+        await until(pilot, "the stats rows", lambda: table.row_count == 3)
         assert str(table.get_row_at(1)[1]) == "DEAD"
         assert str(table.get_row_at(0)[7]) == "5.0 MB"
         summary = str(app.query_one("#stats-summary", Static).render())
@@ -251,8 +259,8 @@ async def test_load_balance_stats_file_renders_too(tmp_path: Path) -> None:
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "loadbalance-stats.json").write_text(json.dumps(body))
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.pause(1.2)
         table = app.query_one("#stats", DataTable)
+        await until(pilot, "the uplink row", lambda: table.row_count == 1)
         assert [str(c) for c in table.get_row_at(0)] == [
             "eth0",
             "up",
