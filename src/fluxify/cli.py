@@ -242,6 +242,24 @@ def client_parser() -> FlagParser:
     )
     add_flag(
         parser,
+        "backup",
+        type=interface_list,
+        default=(),
+        metavar="A,B",
+        help="of -ifaces, the uplinks that carry data only while every other one is dead or "
+        "full (a metered LTE modem): e.g. -ifaces eth0,wwan0 -backup wwan0; an idle backup "
+        "costs under 1 MB a day of heartbeats and takes over within a second",
+    )
+    add_flag(
+        parser,
+        "protocol",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2 (default) offers the bond engine's extension to a Fluxify server; v1 speaks "
+        "the original protocol only (comparisons, debugging)",
+    )
+    add_flag(
+        parser,
         "ips",
         type=address_list,
         default=(),
@@ -342,10 +360,15 @@ def parse_client_args(argv: Sequence[str]) -> ClientConfig:
         mode = Mode.BONDING
     else:
         mode = Mode.TUI
+    unknown = [name for name in ns.backup if ns.ifaces and name not in ns.ifaces]
+    if unknown:
+        parser.error(f"argument -backup: {unknown[0]!r} is not one of -ifaces")
     return ClientConfig(
         mode=mode,
         server=server,
         ifaces=ns.ifaces,
+        backup_ifaces=ns.backup,
+        protocol=ns.protocol,
         source_ips=ns.ips,
         connections=ns.conns,
         pki_dir=ns.pki,

@@ -48,7 +48,7 @@ async def test_emfile_in_housekeeping_does_not_end_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """~1 100 idle connections once made the stats write raise EMFILE out of ``run()``."""
-    monkeypatch.setattr(app, "PROBE_TICK_S", 0.001)
+    monkeypatch.setattr(app, "HOUSEKEEPING_INTERVAL_S", 0.001)
     server = BondingServer(ServerConfig(pki_dir=tmp_path / "pki"), tmp_path / "state")
     failures = 0
 
@@ -90,7 +90,7 @@ async def test_housekeeping_errors_log_at_most_once_per_interval(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    monkeypatch.setattr(app, "PROBE_TICK_S", 0.001)
+    monkeypatch.setattr(app, "HOUSEKEEPING_INTERVAL_S", 0.001)
     monkeypatch.setattr(app, "HOUSEKEEPING_ERROR_LOG_INTERVAL_S", 0.0)
     server = BondingServer(ServerConfig(pki_dir=tmp_path / "pki"), tmp_path / "state")
     calls = 0

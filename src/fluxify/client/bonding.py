@@ -1,5 +1,6 @@
 """The bonding client: session from the control plane, TUN, one socket per uplink, routing, and
-the supervision loop (heartbeats, path liveness, new session when the old one is lost).
+the supervision loop (stats, a new session when the old one is lost). Heartbeats, liveness and
+scheduling are the bond engine's (``protocol.bond``), driven by the data plane.
 
 Every host change goes through the journal, so stop, an exception, SIGTERM, or the next start
 after a crash restores exactly what was there before.
@@ -35,29 +36,23 @@ from fluxify.linux.statefiles import write_private_json
 from fluxify.linux.tun import Tun
 from fluxify.pki.client_material import ClientMaterial, load_client_material
 from fluxify.protocol.addresses import TUN_MTU, TUN_PREFIX_V4, TUN_PREFIX_V6
+from fluxify.protocol.bond import BondConfig, BondEngine, Role
+from fluxify.protocol.bondpath import Priority
 from fluxify.protocol.control import (
-    FEATURE_FAST_HEARTBEAT,
-    FEATURE_PATH_PROBE,
-    FEATURE_RATE_REPORT,
+    FEATURE_BOND_V2,
     Extensions,
     SessionRequest,
     SessionResponse,
 )
-from fluxify.protocol.heartbeat import V1_HEARTBEAT_INTERVAL_S
 from fluxify.protocol.session import DataSession
 
 log = logging.getLogger(__name__)
 
-FAST_HEARTBEAT_INTERVAL_S = 0.25  # towards a server that accepted FEATURE_FAST_HEARTBEAT
-# ... and while IP packets flow: fresher queue-delay samples let the path weights settle in about
-# a second (80 + 20 Mbit/s, 10 s upload: 81 -> 87 Mbit/s). Idle links keep the slower cadence.
-BUSY_HEARTBEAT_INTERVAL_S = 0.1
-MISSED_HEARTBEATS_BEFORE_DEAD = 4
-MIN_DEAD_AFTER_S = 1.6  # a loaded path may go quiet this long without being dead
+RENEW_AFTER_DEAD_S = 1.5  # every path dead this long: the server has likely lost our session
 RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 STATS_INTERVAL_S = 1.0
 STATS_LOG_INTERVAL_S = 10.0
-OFFERED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE, FEATURE_RATE_REPORT})
+OFFERED_FEATURES = frozenset({FEATURE_BOND_V2})
 
 
 @dataclass(frozen=True)
@@ -68,9 +63,11 @@ class BondingStats:
     client_ip: str
     client_ip6: str | None
     reconnects: int
+    bond_v2: bool
     paths: list[dict[str, object]]
     drops: dict[str, int]
-    reorder: dict[str, float]
+    reorder: dict[str, object]
+    efficiency: float | None
 
 
 class BondingClient:
@@ -91,6 +88,7 @@ class BondingClient:
         self.dataplane: ClientDataPlane | None = None  # set while running, for views (TUI)
         self._tun: Tun | None = None
         self._sockets: list[socket.socket] = []
+        self._paths: list[tuple[str, Priority]] = []  # label and priority of engine path i
 
     async def run(self, stop: asyncio.Event) -> None:
         material = load_client_material(self.pki_dir, self.config.client_name)
@@ -107,10 +105,11 @@ class BondingClient:
                 plans = await asyncio.to_thread(self._plan, journal, family)
                 await asyncio.to_thread(apply_uplink_routing, journal, plans, server_ip)
                 response = await self._fetch(material)
+                uplinks = self._open_uplinks(plans, family)
                 tunnel = self._tunnel(response, server_ip)
                 await asyncio.to_thread(self._bring_up_tun, journal, response)
                 assert self._tun is not None
-                self.dataplane = dataplane = self._dataplane(plans, family, tunnel, response)
+                self.dataplane = dataplane = ClientDataPlane(self._tun.fd, uplinks, tunnel)
                 dataplane.attach(loop)
                 try:
                     dataplane.send_handshakes()
@@ -138,21 +137,30 @@ class BondingClient:
         )
 
     async def _fetch(self, material: ClientMaterial) -> SessionResponse:
+        offered = OFFERED_FEATURES if self.config.protocol == "v2" else frozenset()
         request = SessionRequest(
             client_name=material.common_name,
-            extensions=Extensions(features=OFFERED_FEATURES),
+            extensions=Extensions(features=offered) if offered else None,
         )
         return await fetch_session(self.server, material, request)
 
     def _tunnel(self, response: SessionResponse, server_ip: str) -> Tunnel:
         accepted = response.extensions.features if response.extensions else frozenset()
+        v2 = FEATURE_BOND_V2 in accepted
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        engine: BondEngine[int] = BondEngine(
+            DataSession(response.session_id, response.session_key, numbered_control=v2),
+            BondConfig(Role.CLIENT, v2, wall_offset_ns=time.time_ns() - int(now * 1e9)),
+            now,
+        )
+        for index, (label, priority) in enumerate(self._paths):
+            engine.add_path(index, label, now, priority)
         return Tunnel(
-            codec=DataSession(response.session_id, response.session_key),
+            engine=engine,
             server=(server_ip, response.udp_port),
             inner_v4=response.client_ip.packed,
             inner_v6=response.client_ip6.packed if response.client_ip6 else b"",
-            probing=FEATURE_PATH_PROBE in accepted,
-            rate_report=FEATURE_PATH_PROBE in accepted and FEATURE_RATE_REPORT in accepted,
         )
 
     def _bring_up_tun(self, journal: Journal, response: SessionResponse) -> None:
@@ -166,31 +174,22 @@ class BondingClient:
         # crash between here and the fd closing still gets them removed.
         apply_default_via_tun(journal, tun.name, ipv6=response.client_ip6 is not None)
 
-    def _dataplane(
-        self,
-        plans: Sequence[UplinkPlan],
-        family: int,
-        tunnel: Tunnel,
-        response: SessionResponse,
-    ) -> ClientDataPlane:
-        assert self._tun is not None
+    def _open_uplinks(self, plans: Sequence[UplinkPlan], family: int) -> list[Uplink]:
+        """One socket per uplink (or ``-conns`` sockets spread over them); path i = socket i."""
         count = len(plans) if self.config.connections <= 0 else max(self.config.connections, 1)
         count = max(count, len(plans))
-        now = time.monotonic()
+        backup = set(self.config.backup_ifaces)
         uplinks = []
+        self._paths = []
         for i in range(count):
             plan = plans[i % len(plans)]
             sock = open_uplink_socket(plan, family)
             self._sockets.append(sock)
             label = plan.ifname if count == len(plans) else f"{plan.ifname}#{i // len(plans)}"
-            uplinks.append(Uplink(label, sock, now))
-        interval = _heartbeat_interval(response)
-        return ClientDataPlane(
-            self._tun.fd,
-            uplinks,
-            tunnel,
-            dead_after_s=max(interval * MISSED_HEARTBEATS_BEFORE_DEAD, MIN_DEAD_AFTER_S),
-        )
+            uplinks.append(Uplink(label, sock))
+            priority = Priority.BACKUP if plan.ifname in backup else Priority.PRIMARY
+            self._paths.append((label, priority))
+        return uplinks
 
     async def _supervise(
         self,
@@ -201,34 +200,27 @@ class BondingClient:
         stop: asyncio.Event,
     ) -> None:
         all_dead_since: float | None = None
-        next_stats = next_log = time.monotonic()
+        next_log = time.monotonic()
         failures = 0
         while not stop.is_set():
-            interval = _heartbeat_interval(response)
-            if interval == FAST_HEARTBEAT_INTERVAL_S and dataplane.moved_data():
-                interval = BUSY_HEARTBEAT_INTERVAL_S
-            dataplane.send_heartbeats()
-            dataplane.check_liveness()
             now = time.monotonic()
             if not dataplane.all_dead:
                 all_dead_since, failures = None, 0
             elif all_dead_since is None:
                 all_dead_since = now
                 log.warning("every uplink is silent: the server may have lost our session")
-            elif now - all_dead_since >= dataplane.dead_after_s:
+            elif now - all_dead_since >= RENEW_AFTER_DEAD_S:
                 renewed = await self._renew(dataplane, material, server_ip, response, failures)
                 if renewed is None:
                     failures += 1
                 else:
                     response, all_dead_since, failures = renewed, None, 0
-            if now >= next_stats:
-                next_stats = now + STATS_INTERVAL_S
-                self._write_stats(dataplane, response)
+            self._write_stats(dataplane, response)
             if now >= next_log:
                 next_log = now + STATS_LOG_INTERVAL_S
                 _log_paths(dataplane)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=interval)
+                await asyncio.wait_for(stop.wait(), timeout=STATS_INTERVAL_S)
 
     async def _renew(
         self,
@@ -273,18 +265,17 @@ class BondingClient:
                 netlink.add_address(self._tun.name, f"{new.client_ip6}/{TUN_PREFIX_V6}", nodad=True)
 
     def _write_stats(self, dataplane: ClientDataPlane, response: SessionResponse) -> None:
+        snapshot = dataplane.snapshot()
         stats = BondingStats(
             session_id=response.session_id,
             client_ip=str(response.client_ip),
             client_ip6=str(response.client_ip6) if response.client_ip6 else None,
             reconnects=self.reconnects,
-            paths=[asdict(p) for p in dataplane.snapshot()],
+            bond_v2=dataplane.engine.v2,
+            paths=[asdict(p) for p in snapshot.paths],
             drops=dataplane.drops.snapshot(),
-            reorder={
-                "hold_ms": round(dataplane.reorder.hold_s * 1000, 1),
-                "skipped_gaps": dataplane.reorder.skipped_gaps,
-                "released_late": dataplane.reorder.released_late,
-            },
+            reorder=asdict(snapshot.reorder),
+            efficiency=snapshot.efficiency,
         )
         write_private_json(self.state_dir / "client-stats.json", asdict(stats))
 
@@ -297,20 +288,18 @@ class BondingClient:
             self._tun = None
 
 
-def _heartbeat_interval(response: SessionResponse) -> float:
-    ext = response.extensions
-    if ext is not None and FEATURE_FAST_HEARTBEAT in ext.features:
-        return FAST_HEARTBEAT_INTERVAL_S
-    return V1_HEARTBEAT_INTERVAL_S
-
-
 def _log_paths(dataplane: ClientDataPlane) -> None:
-    for path in dataplane.snapshot():
+    for path in dataplane.snapshot().paths:
         log.info(
-            "uplink %s: %s, rtt %s, tx %d pkts / %d B, rx %d pkts / %d B",
+            "uplink %s (%s): %s, rtt %s, model %.1f Mbit/s, loss %.2f %%, share %.0f %%, "
+            "tx %d pkts / %d B, rx %d pkts / %d B",
             path.label,
+            path.priority,
             "alive" if path.alive else "DEAD",
             f"{path.rtt_ms:.1f} ms" if path.rtt_ms is not None else "?",
+            path.rate_mbit,
+            path.loss * 100,
+            path.share * 100,
             path.tx_packets,
             path.tx_bytes,
             path.rx_packets,

@@ -39,6 +39,8 @@ class ClientConfig:
     mode: Mode = Mode.TUI
     server: ServerAddress | None = None
     ifaces: tuple[str, ...] = ()
+    backup_ifaces: tuple[str, ...] = ()  # of ``ifaces``: carry data only when the others can't
+    protocol: str = "v2"  # -protocol v1: never offer extensions (comparisons, debugging)
     source_ips: tuple[IPv4Address | IPv6Address, ...] = ()
     connections: int = DEFAULT_CONNECTIONS
     pki_dir: Path | None = None

@@ -1,291 +1,195 @@
-"""The client's data plane: TUN ⇄ one UDP socket per uplink ⇄ the server, on event-loop readers.
+"""The client's data plane: TUN ⇄ the bond engine ⇄ one UDP socket per uplink, on one loop.
 
-Uplink: each TUN packet from our inner address is sealed once and sent on the next uplink of
-a weighted round-robin over alive uplinks (weights shrink on paths whose queue builds up).
-Downlink: each uplink socket is drained, datagrams opened, IP packets written to the TUN,
-heartbeat echoes turned into round-trip samples. A path is alive while it hears from the server
-within ``dead_after_s``; heartbeats go on every path, dead or alive, so a
-path that recovers is revived by its first echo.
+It moves bytes and makes no decisions: TUN reads go to ``engine.send`` in batches and the
+per-path runs it returns go out of each uplink's socket; each socket is drained into
+``engine.receive`` and what comes back is written to the TUN; one timer runs the engine's
+deadlines (heartbeats, feedback, reorder holds, liveness). Scheduling, reordering, liveness and
+rates live in ``protocol.bond``.
 """
 
 import asyncio
 import logging
 import os
 import socket
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from fluxify.linux.tun_writer import InOrderTunWriter
-from fluxify.protocol.drops import DropCounters, DropReason
-from fluxify.protocol.header import HeartbeatFlag, PacketType
-from fluxify.protocol.heartbeat import round_trip_ns, unpack_received_bytes
-from fluxify.protocol.paths import PathSnapshot, PathState
-from fluxify.protocol.pathweights import PathWeights, normalize
-from fluxify.protocol.reorder import ReorderBuffer
-from fluxify.protocol.scheduler import RoundRobin
-from fluxify.protocol.session import DataSession
+from fluxify.linux.engine_timer import EngineTimers
+from fluxify.linux.tun_writer import TunWriter
+from fluxify.protocol.bond import BondEngine, BondSnapshot
+from fluxify.protocol.drops import DropReason
 
 log = logging.getLogger(__name__)
 
-DRAIN_BUDGET = 256
+DRAIN_BUDGET = 256  # datagrams or TUN packets per wake-up, for fairness between fds
 RECEIVE_BUFFER_BYTES = 2048
 TUN_READ_BYTES = 65536
 
-_IP = int(PacketType.IP)
-_HEARTBEAT = int(PacketType.HEARTBEAT)
-_PROBE = int(HeartbeatFlag.PROBE)
-REORDER_SPREAD_FACTOR = 1.5  # hold out-of-order packets 1.5x the paths' RTT spread, plus margin
-REORDER_MARGIN_S = 0.015
-MIN_REORDER_HOLD_S = 0.020
-MAX_REORDER_HOLD_S = 0.200
-SINGLE_PATH_REORDER_HOLD_S = 0.003  # one path carries data: only path switches reorder
-DATA_PATH_MIN_PACKETS = 20  # a path "carries data" with more than this many packets per check
-REORDER_TUNE_INTERVAL_S = 0.25  # the check runs at most this often, whatever the heartbeat pace
 
+@dataclass(frozen=True)
+class Uplink:
+    """One uplink: its label (interface name) and its bound UDP socket."""
 
-class Uplink(PathState):
-    """One uplink: its interface name and its bound UDP socket."""
-
-    __slots__ = ("ifname", "revived_ns", "sock")
-
-    def __init__(self, ifname: str, sock: socket.socket, now: float) -> None:
-        super().__init__(ifname, now)
-        self.ifname = ifname
-        self.sock = sock
-        self.revived_ns = 0  # wall clock of the last revival: older heartbeats say nothing now
+    label: str
+    sock: socket.socket
 
 
 @dataclass(frozen=True)
 class Tunnel:
-    """What the control plane handed out and the data plane needs."""
+    """What the control plane handed out, as the data plane needs it."""
 
-    codec: DataSession
+    engine: BondEngine[int]
     server: tuple[str, int]
     inner_v4: bytes
     inner_v6: bytes
-    probing: bool = False  # path-probe negotiated: echo probes, reorder the downlink
-    rate_report: bool = False  # rate-report negotiated: counters in heartbeats and probes
 
 
 class ClientDataPlane:
-    """Owns the TUN and uplink readers of a bonding client. Not thread-safe: one event loop."""
+    """Owns the TUN and uplink readers of a bonding client. Not thread-safe: one event loop.
 
-    def __init__(
-        self,
-        tun_fd: int,
-        uplinks: Sequence[Uplink],
-        tunnel: Tunnel,
-        *,
-        dead_after_s: float,
-        clock: Callable[[], float] = time.monotonic,
-        wall_clock_ns: Callable[[], int] = time.time_ns,
-    ) -> None:
+    Path ``i`` of the engine is ``uplinks[i]``."""
+
+    def __init__(self, tun_fd: int, uplinks: Sequence[Uplink], tunnel: Tunnel) -> None:
         self.tun_fd = tun_fd
         self.uplinks = list(uplinks)
         self.tunnel = tunnel
-        self.dead_after_s = dead_after_s
-        self.drops = DropCounters()
-        self.weights = PathWeights()
-        self.scheduler: RoundRobin[Uplink] = RoundRobin()
-        self.scheduler.refresh(self.uplinks)
-        self._clock = clock
-        self._wall_clock_ns = wall_clock_ns
+        self.drops = tunnel.engine.codec.drops
+        self.tun = TunWriter(tun_fd, self.drops)
         self.tun_packets_read = 0
-        self.tun = InOrderTunWriter(tun_fd, self.drops, clock)
-        self.reorder = ReorderBuffer()
-        self._rx_seen: dict[str, int] = {}
-        self._tuned_at = float("-inf")
-        self._packets_seen = 0  # TUN packets read and written at the last moved_data()
+        self._timers = EngineTimers(self._on_timer)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    @property
+    def engine(self) -> BondEngine[int]:
+        return self.tunnel.engine
 
     def use_tunnel(self, tunnel: Tunnel) -> None:
-        """Switch to a new session (after the old one was lost) and greet the server again."""
+        """Switch to a new session (the old one was lost) and greet the server on every path."""
+        self.tun.write_all(self.engine.reorder.flush())
+        tunnel.engine.codec.drops = self.drops
         self.tunnel = tunnel
-        self.tun.flush(self.reorder)
-        self.reorder = ReorderBuffer(self.reorder.hold_s)  # the new session numbers from 1
-        now = self._clock()
-        for uplink in self.uplinks:
-            uplink.last_rx_s = now  # a fresh grace period: the new session has not spoken yet
-        self.check_liveness()
-        self.send_handshakes()
+        now = self._now()
+        self.engine.send_handshakes(now)
+        self._flush()
 
     # -- event loop --------------------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.tun.attach(loop)
+        self._loop = loop
         loop.add_reader(self.tun_fd, self.on_tun_packets)
-        for uplink in self.uplinks:
-            loop.add_reader(uplink.sock.fileno(), self.on_datagrams, uplink)
+        for index, uplink in enumerate(self.uplinks):
+            loop.add_reader(uplink.sock.fileno(), self.on_datagrams, index)
+        self._timers.attach(loop)
 
     def detach(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.tun_fd)
         for uplink in self.uplinks:
             loop.remove_reader(uplink.sock.fileno())
-        self.tun.detach()
+        self._timers.detach()
+        self._loop = None
+
+    def send_handshakes(self) -> None:
+        now = self._now()
+        self.engine.send_handshakes(now)
+        self._flush()
 
     def on_tun_packets(self) -> None:
         read = os.read
         fd = self.tun_fd
         tunnel = self.tunnel
-        seal = tunnel.codec.seal_ip
-        server = tunnel.server
-        pick = self.scheduler.pick
+        inner_v4, inner_v6 = tunnel.inner_v4, tunnel.inner_v6
         counts = self.drops.counts
+        batch: list[bytes] = []
         for _ in range(DRAIN_BUDGET):
             try:
                 packet = read(fd, TUN_READ_BYTES)
             except BlockingIOError:
-                return
+                break
             if not packet:
                 continue
-            self.tun_packets_read += 1
             version = packet[0] >> 4
             if version == 4:
-                ours = packet[12:16] == tunnel.inner_v4
+                ours = packet[12:16] == inner_v4
             else:
-                ours = version == 6 and packet[8:24] == tunnel.inner_v6
+                ours = version == 6 and packet[8:24] == inner_v6
             if not ours:  # link-local chatter of the TUN itself; the server would drop it
                 counts[DropReason.NOT_TUNNELED] += 1
                 continue
-            uplink = pick()
-            if uplink is None:
-                counts[DropReason.NO_PATH] += 1
-                continue
-            datagram = seal(packet)
-            if datagram is None:
-                continue
-            try:
-                uplink.sock.sendto(datagram, server)
-            except BlockingIOError:
-                counts[DropReason.QUEUE_FULL] += 1
-            except OSError:
-                counts[DropReason.SEND_FAILED] += 1
-            else:
-                uplink.tx_packets += 1
-                uplink.tx_bytes += len(datagram)
+            batch.append(packet)
+        if not batch:
+            return
+        self.tun_packets_read += len(batch)
+        now = self._now()
+        self._transmit(tunnel.engine.send(batch, now))
+        self._timers.arm(0, tunnel.engine.next_timer())
 
-    def on_datagrams(self, uplink: Uplink) -> None:
-        recv = uplink.sock.recvfrom
-        codec = self.tunnel.codec
-        now = self._clock()
+    def on_datagrams(self, index: int) -> None:
+        sock = self.uplinks[index].sock
+        recv = sock.recvfrom
+        server = self.tunnel.server
+        counts = self.drops.counts
+        batch: list[bytes] = []
         for _ in range(DRAIN_BUDGET):
             try:
-                data, _address = recv(RECEIVE_BUFFER_BYTES)
+                data, address = recv(RECEIVE_BUFFER_BYTES)
             except BlockingIOError:
-                return
+                break
             except OSError:  # e.g. ECONNREFUSED from an ICMP error; keep reading
                 continue
-            opened = codec.open(data)
-            if opened is None:
+            if address[0] != server[0] or address[1] != server[1]:
+                counts[DropReason.FOREIGN_SOURCE] += 1  # only the server speaks to us
                 continue
-            uplink.rx_packets += 1
-            uplink.rx_bytes += len(data)
-            uplink.last_rx_s = now
-            ptype, payload = opened
-            if ptype == _IP:
-                if self.tunnel.probing:
-                    self.tun.deliver(self.reorder, codec.received_seq, payload, now)
-                else:
-                    self.tun.write(payload)
-            elif ptype == _HEARTBEAT:
-                if codec.received_flags & _PROBE:
-                    self._send_control(uplink, codec.seal_probe_echo(payload))
-                    if self.tunnel.rate_report:
-                        self._server_received(uplink, payload, now)
-                    continue
-                now_ns = self._wall_clock_ns()
-                rtt_ns = round_trip_ns(payload, now_ns)
-                # Heartbeats sent while the path was down come back late, all at once, when it
-                # returns: as delay samples they would make it look congested for seconds.
-                if rtt_ns is not None and now_ns - rtt_ns >= uplink.revived_ns:
-                    uplink.add_delay_sample(rtt_ns / 1e9)
-                    if self.weights.on_sample(uplink, rtt_ns / 1e9, now):
-                        normalize(self.uplinks)
-                        self.scheduler.refresh(self.uplinks)
-                if not uplink.alive:
-                    self.check_liveness()
-
-    def _server_received(self, uplink: Uplink, probe_payload: bytes, now: float) -> None:
-        """A probe's counter: what the server received on this uplink; re-divide by rates."""
-        received = unpack_received_bytes(probe_payload)
-        if received is not None and self.weights.on_report(uplink, received, self.uplinks, now):
-            self.scheduler.refresh(self.uplinks)
-
-    # -- timers (per second, not per packet) --------------------------------------------------
-
-    def send_heartbeats(self) -> None:
-        """One heartbeat on every uplink, alive or not: an echo is how a dead path revives."""
-        report = self.tunnel.rate_report
-        for uplink in self.uplinks:
-            received = uplink.rx_bytes if report else None
-            heartbeat = self.tunnel.codec.seal_heartbeat(self._wall_clock_ns(), received)
-            self._send_control(uplink, heartbeat)
-
-    def send_handshakes(self) -> None:
-        for uplink in self.uplinks:
-            self._send_control(uplink, self.tunnel.codec.seal_handshake())
-
-    def _send_control(self, uplink: Uplink, datagram: bytes) -> None:
-        try:
-            uplink.sock.sendto(datagram, self.tunnel.server)
-        except OSError:
-            self.drops.counts[DropReason.SEND_FAILED] += 1
-
-    def check_liveness(self) -> None:
-        """Mark paths dead or alive by how long they have been silent; log the changes."""
-        now = self._clock()
-        changed = False
-        for uplink in self.uplinks:
-            alive = now - uplink.last_rx_s <= self.dead_after_s
-            if alive != uplink.alive:
-                uplink.alive = alive
-                changed = True
-                if alive:  # a revived path starts afresh: its old queue history is void
-                    uplink.weight = 1.0
-                    uplink.delay_s = None
-                    uplink.revived_ns = self._wall_clock_ns()
-                    self.weights.forget(uplink)
-                log.warning("uplink %s is %s", uplink.ifname, "back up" if alive else "down")
-        if changed:
-            self.scheduler.refresh(self.uplinks)
-        if now - self._tuned_at >= REORDER_TUNE_INTERVAL_S:
-            self._tuned_at = now
-            self._tune_reorder_hold()
-
-    def _tune_reorder_hold(self) -> None:
-        """Hold out-of-order packets about as long as the carrying paths' delays differ.
-
-        Only paths that brought data since the last call count: when the server sends on one
-        path (v1, or paths too far apart in delay), a gap is a loss, and holding it would only
-        delay TCP's retransmission (measured: 36 instead of 47 Mbit/s).
-        """
-        carrying = [
-            u
-            for u in self.uplinks
-            if u.alive and u.rx_packets - self._rx_seen.get(u.label, 0) > DATA_PATH_MIN_PACKETS
-        ]
-        self._rx_seen = {u.label: u.rx_packets for u in self.uplinks}
-        delays = [u.delay_s for u in carrying if u.delay_s is not None]
-        if len(carrying) < 2:
-            self.reorder.hold_s = SINGLE_PATH_REORDER_HOLD_S
+            batch.append(data)
+        if not batch:
             return
-        spread = max(delays) - min(delays) if len(delays) > 1 else 0.0
-        self.reorder.hold_s = min(
-            max(REORDER_SPREAD_FACTOR * spread + REORDER_MARGIN_S, MIN_REORDER_HOLD_S),
-            MAX_REORDER_HOLD_S,
-        )
+        now = self._now()
+        engine = self.engine
+        ready = engine.receive(index, batch, now)
+        if ready:
+            self.tun.write_all(ready)
+        self._flush()
 
-    def moved_data(self) -> bool:
-        """Whether IP packets went through the tunnel since the last call."""
-        packets = self.tun_packets_read + self.tun.written
-        moved = packets != self._packets_seen
-        self._packets_seen = packets
-        return moved
+    def _on_timer(self, _key: Hashable) -> None:
+        now = self._now()
+        ready = self.engine.on_timer(now)
+        if ready:
+            self.tun.write_all(ready)
+        self._flush()
+
+    def _flush(self) -> None:
+        engine = self.engine
+        self._transmit(engine.outgoing())
+        for what, label in engine.take_events():
+            log.warning("uplink %s is %s", label, "back up" if what == "up" else what)
+        self._timers.arm(0, engine.next_timer())
+
+    def _transmit(self, outgoing: dict[int, list[bytes]]) -> None:
+        server = self.tunnel.server
+        counts = self.drops.counts
+        uplinks = self.uplinks
+        for key, datagrams in outgoing.items():
+            sendto = uplinks[key].sock.sendto
+            for datagram in datagrams:
+                try:
+                    sendto(datagram, server)
+                except BlockingIOError:
+                    counts[DropReason.QUEUE_FULL] += 1
+                except OSError:
+                    counts[DropReason.SEND_FAILED] += 1
+
+    def _now(self) -> float:
+        loop = self._loop or asyncio.get_running_loop()
+        return loop.time()
+
+    # -- views ---------------------------------------------------------------------------------
 
     @property
     def all_dead(self) -> bool:
-        return self.scheduler.usable == 0
+        return self.engine.all_dead
 
-    def snapshot(self) -> list[PathSnapshot]:
-        now = self._clock()
-        return [uplink.snapshot(now) for uplink in self.uplinks]
+    def moved_data(self) -> int:
+        """IP packets through the tunnel so far (read from the TUN plus written to it)."""
+        return self.tun_packets_read + self.tun.written
+
+    def snapshot(self) -> BondSnapshot:
+        return self.engine.snapshot(self._now())

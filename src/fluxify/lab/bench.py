@@ -4,7 +4,9 @@ Scenarios (each quantity the median of ``runs`` runs, each run a fresh two-uplin
 
 - ``single``: unshaped links; raw wan1, OpenVPN and wireguard-go over wan1, Fluxify;
 - ``bond-2x50``, ``bond-80-20``: shaped uplinks alone, their sum, bonded, efficiency;
-- ``delay-10-40``: 2 x 50 Mbit/s with 10 ms and 40 ms one-way delay (the delay emulator);
+- ``delay-10-40``, ``demo-10-30``, ``delay-10-100``: links of different one-way delay (the
+  delay emulator); ``lossy``: one of two links loses 1 %; each bonded scenario also measures
+  the v1 round robin (``-protocol v1``) beside bond-v2;
 - ``failover``: wan1 cut at t = 5 s of a checked upload; longest gap of a 10 ms probe stream;
 - ``latency``: ping RTT through each tunnel vs raw;
 - ``cpu``: CPU seconds per GB of the client and server processes.
@@ -33,6 +35,18 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "delay-10-40": (
         "bonding 2 x 50 Mbit/s, 10 ms vs 40 ms one-way delay",
         bonding(((50, 10), (50, 40))),
+    ),
+    "demo-10-30": (
+        "bonding 50 Mbit/s @ 10 ms + 30 Mbit/s @ 30 ms (the demo's links)",
+        bonding(((50, 10), (30, 30))),
+    ),
+    "delay-10-100": (
+        "bonding 2 x 50 Mbit/s, 10 ms vs 100 ms one-way delay",
+        bonding(((50, 10), (50, 100))),
+    ),
+    "lossy": (
+        "bonding 2 x 50 Mbit/s @ 10 ms, wan2 loses 1 %",
+        bonding(((50, 10), (50, 10)), (0, 1)),
     ),
     "failover": ("failover: wan1 cut at t = 5 s of a bonded upload", failover),
     "latency": ("latency added by the tunnel (ping RTT)", latency),

@@ -99,16 +99,22 @@ def cpu_per_gb(pids: Sequence[int], measure: Callable[[], Throughput]) -> tuple[
 
 
 @contextmanager
-def fluxify_running(dep: Deployment) -> Iterator[tuple[int, int]]:
+def fluxify_running(dep: Deployment, protocol: str = "v2") -> Iterator[tuple[int, int]]:
     """A Fluxify server and bonding client over every uplink; yields their (client, server) pids.
 
-    Stopped on leaving, so baselines or raw measurements after it see an untouched client.
+    ``protocol`` "v1" makes the client offer no extension (the original round robin), for
+    comparison. Stopped on leaving, so baselines or raw measurements after it see an untouched
+    client.
     """
     if not (dep.workdir / f"client-{BENCH_CLIENT}").exists():
         dep.issue(BENCH_CLIENT)
     dep.start_server()
     try:
-        dep.start_client(BENCH_CLIENT, ifaces=",".join(u.ifname for u in dep.t.uplinks))
+        dep.start_client(
+            BENCH_CLIENT,
+            ifaces=",".join(u.ifname for u in dep.t.uplinks),
+            extra_args=("-protocol", protocol),
+        )
         try:
             wait_until("the tunnel to carry a ping", dep.ping_internet)
             assert dep.server is not None

@@ -22,13 +22,9 @@ MAX_CONTROL_MESSAGE_BYTES = 64 * 1024
 EXTENSION_FIELD = "fluxify"
 EXTENSION_VERSION = 2
 # Extension features (SPEC §5). A feature is used only when both peers listed it.
-FEATURE_FAST_HEARTBEAT = "fast-heartbeat"  # sub-second heartbeats; server ages paths in 1.5 s
-# The server probes each path (heartbeat flag PROBE, echoed by the client), spreads the downlink
-# over paths by queue-delay weights, and numbers IP packets without gaps so the client reorders.
-FEATURE_PATH_PROBE = "path-probe"
-# Client heartbeats and server probes also carry the bytes received on their path so far, and
-# each side weights its paths by the delivered rates (protocol.pathweights). Needs path-probe.
-FEATURE_RATE_REPORT = "rate-report"
+# The bond engine's v2 header (per-path sequence number and send time in the reserved bytes),
+# feedback packets, numbered control packets with their own replay window (docs/bond-engine.md).
+FEATURE_BOND_V2 = "bond-v2"
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 

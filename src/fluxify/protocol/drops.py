@@ -25,6 +25,10 @@ class DropReason(IntEnum):
     UNKNOWN_DESTINATION = 14  # a TUN packet for an inner address no session holds
     SEND_FAILED = 15  # the kernel refused a datagram (no route, interface down, ...)
     NOT_TUNNELED = 16  # a TUN packet that does not belong in the tunnel (link-local chatter)
+    CONTROL_REPLAY = 17  # bond-v2 control packet unnumbered, already seen or too old
+    FOREIGN_SOURCE = 18  # a datagram from an address that is not the session's peer
+    MALFORMED_CONTROL = 19  # an authenticated control packet whose payload does not parse
+    DUPLICATE = 20  # the second copy of a packet the peer sent on two paths (bond-v2)
 
 
 class DropCounters:

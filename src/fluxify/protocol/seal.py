@@ -64,8 +64,15 @@ class Sealer:
         self._nonces = nonces or RandomNonces()
         self.session_id = session_id
 
-    def seal(
-        self, packet_type: int, seq: int, compression: int, plaintext: bytes, flags: int = 0
+    def seal(  # noqa: PLR0917 - positional on the hot path: one call per datagram
+        self,
+        packet_type: int,
+        seq: int,
+        compression: int,
+        plaintext: bytes,
+        flags: int = 0,
+        path_word: int = 0,
+        send_us: int = 0,
     ) -> bytes:
         header = HEADER.pack(
             PROTOCOL_VERSION,
@@ -75,6 +82,8 @@ class Sealer:
             len(plaintext) + _SEAL_OVERHEAD,
             compression,
             flags,
+            path_word,
+            send_us,
         )
         nonce = self._nonces()
         return header + nonce + self._aead.encrypt(nonce, plaintext, header)

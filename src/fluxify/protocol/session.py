@@ -4,7 +4,10 @@ This is the whole per-packet protocol work of one session and one peer: sequence
 compression, sealing, length/version/tag checks, the replay window, inflation and the IP sanity
 check. It keeps no per-packet objects, does no logging and reads no clock; every drop is counted
 in ``drops`` by reason. v1 semantics (SPEC §2): one key for both directions, random nonces, IP
-packets numbered 1, 2, … per direction, heartbeats, echoes and handshakes numbered 0.
+packets numbered 1, 2, … per direction, heartbeats, echoes and handshakes numbered 0. With
+``numbered_control`` (feature ``bond-v2``) control packets are numbered 1, 2, … in a sequence
+space of their own and pass a replay window of their own, so a captured heartbeat cannot be
+replayed; a v1 peer never sees such a session.
 """
 
 from cryptography.exceptions import InvalidTag
@@ -18,7 +21,7 @@ from fluxify.protocol.header import (
     MIN_DATAGRAM_SIZE,
     PROTOCOL_VERSION,
     Compression,
-    HeartbeatFlag,
+    HeaderFlag,
     PacketType,
 )
 from fluxify.protocol.heartbeat import HANDSHAKE_PAYLOAD, pack_heartbeat
@@ -35,8 +38,11 @@ _HEARTBEAT = int(PacketType.HEARTBEAT)
 _HANDSHAKE = int(PacketType.HANDSHAKE)
 _GZIP = int(Compression.GZIP)
 _NONE = int(Compression.NONE)
-_PROBE = int(HeartbeatFlag.PROBE)
-_PROBE_ECHO = int(HeartbeatFlag.PROBE_ECHO)
+_FEEDBACK = int(PacketType.FEEDBACK)
+_DUPLICATED = int(HeaderFlag.DUPLICATED)
+
+
+_CONTROL_TYPES = frozenset({_HEARTBEAT, _HANDSHAKE, _FEEDBACK})
 
 
 def ip_version_ok(packet: bytes) -> bool:
@@ -53,18 +59,23 @@ class DataSession:
     """Codec state of one session seen from one end.
 
     The zero state has sent nothing (the next IP packet is numbered 1) and received nothing.
-    ``drops`` may be shared with the caller (e.g. the server's global counters). The replay
-    window applies to IP packets only: v1 heartbeats and handshakes are all numbered 0. Not
+    ``drops`` may be shared with the caller (e.g. the server's global counters). Fields of the
+    last accepted datagram are left in ``received_*`` for the caller (no tuple per packet). Not
     thread-safe: owned by one event loop.
     """
 
     __slots__ = (
+        "_control_seq",
         "_opener",
         "_sealer",
         "_seq",
         "compression",
+        "control_replay",
         "drops",
+        "numbered_control",
         "received_flags",
+        "received_path_word",
+        "received_send_us",
         "received_seq",
         "replay",
         "session_id",
@@ -78,50 +89,68 @@ class DataSession:
         compression: CompressionPolicy | None = None,
         drops: DropCounters | None = None,
         nonces: NonceSource | None = None,
+        numbered_control: bool = False,
     ) -> None:
         self.session_id = session_id
         self._sealer = Sealer(key, session_id, nonces)
         self._opener = Opener(key)
         self._seq = 0
+        self._control_seq = 0
+        self.numbered_control = numbered_control
         self.compression = compression or CompressionPolicy()
         self.drops = drops or DropCounters()
         self.replay = ReplayWindow()
-        self.received_seq = 0  # number of the last IP packet ``open`` accepted
-        self.received_flags = 0  # reserved[1] of the last heartbeat ``open`` accepted
+        self.control_replay = ReplayWindow()
+        self.received_seq = 0  # seq of the last datagram ``open`` accepted
+        self.received_flags = 0  # reserved[1] of it
+        self.received_path_word = 0  # reserved[2..5] of it (bond-v2)
+        self.received_send_us = 0  # reserved[6..9] of it (bond-v2)
 
     # -- sending ---------------------------------------------------------------------------
 
-    def seal_ip(self, packet: bytes) -> bytes | None:
-        """The datagram carrying one IP packet, or None (counted) for an empty packet."""
+    def seal_ip(
+        self, packet: bytes, flags: int = 0, path_word: int = 0, send_us: int = 0
+    ) -> bytes | None:
+        """The datagram carrying one IP packet under the next number (``last_seq``), or None
+        (counted) for an empty packet."""
         if not packet:
             self.drops.counts[DropReason.EMPTY_IP] += 1
             return None
-        payload, flag = self.compression.encode(packet)
         seq = self._seq + 1
         if seq > MAX_SEQ:
             seq = 1  # wrap, skipping 0: 0 marks unnumbered packets
         self._seq = seq
-        return self._sealer.seal(_IP, seq, flag, payload)
+        return self.reseal_ip(seq, packet, flags, path_word, send_us)
 
-    def seal_heartbeat(self, now_ns: int, received_bytes: int | None = None) -> bytes:
-        """``received_bytes`` only towards a peer that negotiated ``rate-report``."""
-        payload = pack_heartbeat(now_ns, received_bytes)
-        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, payload)
+    def reseal_ip(
+        self, seq: int, packet: bytes, flags: int = 0, path_word: int = 0, send_us: int = 0
+    ) -> bytes:
+        """IP packet ``seq`` sealed again (a duplicate or a re-injection): the receiver's replay
+        window keeps whichever copy arrives first."""
+        payload, compression = self.compression.encode(packet)
+        return self._sealer.seal(_IP, seq, compression, payload, flags, path_word, send_us)
+
+    def seal_control(
+        self, packet_type: int, payload: bytes, flags: int = 0, path_word: int = 0, send_us: int = 0
+    ) -> bytes:
+        """A heartbeat, echo, handshake or feedback: unnumbered (v1) or numbered (bond-v2)."""
+        seq = UNNUMBERED_SEQ
+        if self.numbered_control:
+            seq = self._control_seq + 1
+            if seq > MAX_SEQ:
+                seq = 1
+            self._control_seq = seq
+        return self._sealer.seal(packet_type, seq, _NONE, payload, flags, path_word, send_us)
+
+    def seal_heartbeat(self, now_ns: int) -> bytes:
+        return self.seal_control(_HEARTBEAT, pack_heartbeat(now_ns))
 
     def seal_echo(self, heartbeat_payload: bytes) -> bytes:
         """The server's echo: the same payload bytes, unnumbered (the original numbered them)."""
-        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, heartbeat_payload)
-
-    def seal_probe(self, now_ns: int, received_bytes: int | None = None) -> bytes:
-        """A heartbeat the peer must echo back (extension ``path-probe``)."""
-        stamp = pack_heartbeat(now_ns, received_bytes)
-        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, stamp, _PROBE)
-
-    def seal_probe_echo(self, probe_payload: bytes) -> bytes:
-        return self._sealer.seal(_HEARTBEAT, UNNUMBERED_SEQ, _NONE, probe_payload, _PROBE_ECHO)
+        return self.seal_control(_HEARTBEAT, heartbeat_payload)
 
     def seal_handshake(self) -> bytes:
-        return self._sealer.seal(_HANDSHAKE, UNNUMBERED_SEQ, _NONE, HANDSHAKE_PAYLOAD)
+        return self.seal_control(_HANDSHAKE, HANDSHAKE_PAYLOAD)
 
     @property
     def last_seq(self) -> int:
@@ -141,7 +170,9 @@ class DataSession:
         if size < MIN_DATAGRAM_SIZE:
             counts[DropReason.TOO_SHORT] += 1
             return None
-        version, ptype, session_id, seq, length, flag, flags = HEADER.unpack_from(datagram)
+        version, ptype, session_id, seq, length, flag, flags, word, send_us = HEADER.unpack_from(
+            datagram
+        )
         if length != size - HEADER_SIZE:
             counts[DropReason.LENGTH_MISMATCH] += 1
             return None
@@ -151,26 +182,40 @@ class DataSession:
         if session_id != self.session_id:
             counts[DropReason.UNKNOWN_SESSION] += 1
             return None
+        if ptype != _IP and ptype not in _CONTROL_TYPES:
+            counts[DropReason.UNKNOWN_TYPE] += 1
+            return None
+        if self.numbered_control and ptype != _IP and seq == UNNUMBERED_SEQ:
+            counts[DropReason.CONTROL_REPLAY] += 1  # v2 numbers every control packet
+            return None
         try:
             plaintext = self._opener.open(datagram)
         except InvalidTag:
             counts[DropReason.BAD_TAG] += 1
             return None
         if ptype == _IP:
-            return self._accept_ip(seq, flag, plaintext)
-        if ptype == _HEARTBEAT:
-            self.received_flags = flags
-            return ptype, plaintext
-        if ptype == _HANDSHAKE:
-            return ptype, plaintext
-        counts[DropReason.UNKNOWN_TYPE] += 1
-        return None
-
-    def _accept_ip(self, seq: int, flag: int, plaintext: bytes) -> tuple[int, bytes] | None:
-        counts = self.drops.counts
-        if not self.replay.accept(seq):
-            counts[DropReason.REPLAY] += 1
+            if not self.replay.accept(seq):
+                counts[DropReason.DUPLICATE if flags & _DUPLICATED else DropReason.REPLAY] += 1
+                return None
+            plaintext_ip = self._inflate(flag, plaintext)
+            if plaintext_ip is None:
+                return None
+            plaintext = plaintext_ip
+        elif self.numbered_control:
+            if not self.control_replay.accept(seq):
+                counts[DropReason.CONTROL_REPLAY] += 1
+                return None
+        elif ptype == _FEEDBACK:
+            counts[DropReason.UNKNOWN_TYPE] += 1  # feedback exists only in bond-v2 sessions
             return None
+        self.received_seq = seq
+        self.received_flags = flags
+        self.received_path_word = word
+        self.received_send_us = send_us
+        return ptype, plaintext
+
+    def _inflate(self, flag: int, plaintext: bytes) -> bytes | None:
+        counts = self.drops.counts
         if flag == _GZIP:
             try:
                 plaintext = inflate(plaintext)
@@ -186,5 +231,4 @@ class DataSession:
         if not ip_version_ok(plaintext):
             counts[DropReason.NOT_IP] += 1
             return None
-        self.received_seq = seq
-        return _IP, plaintext
+        return plaintext

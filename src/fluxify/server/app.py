@@ -29,9 +29,7 @@ from fluxify.protocol.addresses import (
     TUN_PREFIX_V6,
 )
 from fluxify.protocol.control import (
-    FEATURE_FAST_HEARTBEAT,
-    FEATURE_PATH_PROBE,
-    FEATURE_RATE_REPORT,
+    FEATURE_BOND_V2,
 )
 from fluxify.server.config import ServerConfig
 from fluxify.server.control import ControlServer
@@ -41,15 +39,10 @@ from fluxify.server.udp_socket import open_data_socket
 
 log = logging.getLogger(__name__)
 
-# path-probe: each path of a client moving data is probed every tick, of an idle one every
-# IDLE_PROBE_EVERY_TICKS: fresh rate reports while data flows, little chatter on idle links.
-PROBE_TICK_S = 0.1
-IDLE_PROBE_EVERY_TICKS = 3
-SWEEPS_EVERY_TICKS = 10  # housekeeping once a second
+HOUSEKEEPING_INTERVAL_S = 1.0  # sweep, revocations, stats
 DROP_LOG_INTERVAL_S = 30.0
 HOUSEKEEPING_ERROR_LOG_INTERVAL_S = 30.0  # one warning per interval, however often it fails
-FAST_PATH_STALE_S = 1.5  # for clients heartbeating every 0.25 s or faster (fast-heartbeat)
-ACCEPTED_FEATURES = frozenset({FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE, FEATURE_RATE_REPORT})
+ACCEPTED_FEATURES = frozenset({FEATURE_BOND_V2})
 FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 
@@ -127,16 +120,13 @@ class BondingServer:
 
     def _opened(self, session: Session) -> None:
         assert self.dataplane is not None
-        stale_after = FAST_PATH_STALE_S if FEATURE_FAST_HEARTBEAT in session.features else None
         self.dataplane.install(
             session.session_id,
             session.key,
             session.identity,
             session.client_ip,
             session.client_ip6,
-            stale_after_s=stale_after,
-            probing=FEATURE_PATH_PROBE in session.features,
-            rate_report=FEATURE_RATE_REPORT in session.features,
+            v2=FEATURE_BOND_V2 in session.features,
         )
 
     def _removed(self, session: Session, reason: RemovalReason) -> None:
@@ -151,14 +141,9 @@ class BondingServer:
         next_drop_log = time.monotonic() + DROP_LOG_INTERVAL_S
         logged_drops: dict[str, int] = {}
         next_error_log = 0.0
-        tick = 0
         while not stop.is_set():
-            dataplane.send_probes(idle_too=tick % IDLE_PROBE_EVERY_TICKS == 0)
-            tick += 1
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=PROBE_TICK_S)
-            if tick % SWEEPS_EVERY_TICKS:
-                continue
+                await asyncio.wait_for(stop.wait(), timeout=HOUSEKEEPING_INTERVAL_S)
             try:
                 dataplane.sweep()
                 self.end_revoked_sessions()
@@ -190,8 +175,22 @@ class BondingServer:
 
     def _write_stats(self, dataplane: ServerDataPlane) -> None:
         """``<state_dir>/server-stats.json``: sessions, their paths, drops (for tools and tests)."""
+        sessions = []
+        for s in dataplane.snapshot():
+            sessions.append(
+                {
+                    "session_id": s.session_id,
+                    "identity": s.identity,
+                    "inner_v4": s.inner_v4,
+                    "idle_s": s.idle_s,
+                    "bond_v2": s.bond_v2,
+                    "paths": [asdict(p) for p in s.bond.paths],
+                    "reorder": asdict(s.bond.reorder),
+                    "efficiency": s.bond.efficiency,
+                }
+            )
         stats = {
-            "sessions": [asdict(s) for s in dataplane.snapshot()],
+            "sessions": sessions,
             "drops": dataplane.drops.snapshot(),
             "tun_packets_read": dataplane.tun_packets_read,
             "tun_packets_written": dataplane.tun.written,

@@ -1,0 +1,351 @@
+"""One path of a bond, seen from one end: what we sent on it, what the peer says of it, what we
+received on it. The bond engine (``protocol.bond``) owns these; nothing here reads a clock.
+
+Sending side (facts from the peer's feedback): per-path sequence numbers and a ring of what was
+sent under them (time, predicted queueing, inner packet: for acknowledgement, delay checks and
+re-injection), the path's one-way delay (base and queueing, relative to the other paths: the
+unknown clock offset is the same for every path of one peer), its delivery rate and loss, and
+the *virtual queue*: the bytes we believe wait in the path's bottleneck, drained at ``rate``.
+
+Receiving side (facts for our feedback and the reorder buffer): the highest per-path number and
+the counts the peer asks about, and the one-way delay and jitter of what arrives here.
+"""
+
+from collections.abc import Hashable
+from enum import IntEnum
+from typing import Generic, TypeVar
+
+LOG_SIZE = 8192  # datagrams remembered per path: > a round trip at 1 Gbit/s
+LOG_MASK = LOG_SIZE - 1
+PATH_SEQ_MODULUS = 1 << 24
+PATH_SEQ_HALF = 1 << 23
+US_MODULUS = 1 << 32
+US_HALF = 1 << 31
+
+INITIAL_RATE = 2_500_000.0  # bytes/s (20 Mbit/s) until feedback says better
+MIN_RATE = 62_500.0  # 0.5 Mbit/s
+MAX_RATE = 1_250_000_000.0  # 10 Gbit/s
+RATE_GROWTH = 1.08  # per feedback in which the path queued less than we predicted
+RATE_DECLINE = 0.92  # per feedback in which it queued more
+QUEUE_ERROR_MARGIN_S = 0.002  # queueing predicted and measured agree within this
+BASE_WINDOW_S = 10.0  # base one-way delay: minimum over the last 10..20 s (two buckets)
+DELAY_GAIN = 0.125  # EWMA gain of smoothed delays (RFC 6298)
+JITTER_GAIN = 0.25
+LOSS_GAIN = 0.1
+PEAK_DECAY = 0.002  # per arrival: a one-way delay peak fades over ~500 datagrams
+RATE_WINDOW_S = 0.05  # delivery rate measured over at least this much receiver time
+DEFAULT_ACK_DELAY_S = 0.1  # until the first acknowledgement
+DATAGRAM_OVERHEAD = 42  # bytes a bottleneck counts beyond the datagram: IPv4 + UDP + Ethernet
+
+
+class Priority(IntEnum):
+    """A path's role: ``backup`` paths carry data only while no primary can (dead or full)."""
+
+    PRIMARY = 0
+    BACKUP = 1
+
+
+def unwrap(value: int, near: int, modulus: int) -> int:
+    """The integer congruent to ``value`` modulo ``modulus`` nearest to ``near``."""
+    half = modulus >> 1
+    offset = (value - near) % modulus
+    return near + offset if offset < half else near + offset - modulus
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class BondPath(Generic[K]):
+    """State of one path. Zero state: alive, nothing sent, heard or known about it.
+
+    ``key`` is the adapter's handle (an uplink index, a client address); ``path_id`` is the
+    number we stamp on what we send on it. Not thread-safe: owned by one engine.
+    """
+
+    __slots__ = (
+        "ack_delay_s",
+        "acked",
+        "acked_at",
+        "alive",
+        "base_bucket_at",
+        "base_owd_s",
+        "base_prev_s",
+        "correction_s",
+        "delivery_rate",
+        "died_at",
+        "duplicated",
+        "fb_bytes",
+        "fb_datagrams",
+        "fb_receiver_us",
+        "fb_seq",
+        "flags",
+        "has_owd",
+        "key",
+        "label",
+        "last_data",
+        "last_data_seq",
+        "last_heard",
+        "last_number",
+        "log_correction",
+        "log_number",
+        "log_packet",
+        "log_qdelay",
+        "log_time",
+        "loss",
+        "next_heartbeat",
+        "owd_s",
+        "path_id",
+        "peer_path_id",
+        "penalty_s",
+        "priority",
+        "queue_jitter_s",
+        "queue_s",
+        "rate",
+        "reinjected",
+        "rtt_s",
+        "rx_bytes",
+        "rx_count",
+        "rx_fb_bytes",
+        "rx_high",
+        "rx_jitter_s",
+        "rx_owd_peak_s",
+        "rx_owd_s",
+        "rx_owd_us",
+        "rx_packets",
+        "sched_owd_s",
+        "seq",
+        "snap_tx_bytes",
+        "tx_bytes",
+        "tx_packets",
+        "urgent_at",
+        "v1_delay_s",
+        "vq",
+        "vq_time",
+    )
+
+    def __init__(self, key: K, label: str, path_id: int, now: float, priority: Priority) -> None:
+        self.key = key
+        self.label = label
+        self.path_id = path_id
+        self.priority = priority
+        self.alive = True
+        self.last_heard = now  # a new path gets a full liveness interval
+        self.died_at = float("-inf")
+        self.next_heartbeat = now
+        self.urgent_at = float("-inf")
+        self.tx_packets = self.tx_bytes = self.rx_packets = self.rx_bytes = 0
+        self.reinjected = self.duplicated = 0
+        self.snap_tx_bytes = 0  # tx_bytes at the last snapshot (for the share)
+        # set by the engine from the negotiated features and the priority
+        self.flags = 0
+        self.penalty_s = 0.0
+        self.sched_owd_s = 0.0  # one-way delay above the lowest path's
+        # sending: per-path numbers, the ring of what they carried, acknowledgements
+        self.seq = 0  # extended number of the last datagram sent on this path
+        self.acked = 0  # extended highest number the peer reported
+        self.last_data_seq = 0  # number of the last IP packet sent on it
+        self.acked_at = now
+        self.ack_delay_s = DEFAULT_ACK_DELAY_S
+        self.log_time = [0.0] * LOG_SIZE
+        self.log_qdelay = [0.0] * LOG_SIZE
+        self.log_number = [0] * LOG_SIZE  # session number of an IP packet, 0 for control
+        self.log_packet: list[bytes | None] = [None] * LOG_SIZE
+        self.log_correction = [0.0] * LOG_SIZE  # correction_s when it was sent
+        self.correction_s = 0.0  # all corrections of the virtual queue so far, in seconds
+        # sending: what the peer's feedback taught us
+        self.rate = INITIAL_RATE
+        self.delivery_rate = 0.0
+        self.vq = 0.0
+        self.vq_time = now
+        self.has_owd = False
+        self.owd_s = 0.0  # last one-way delay the peer measured (clock offset included)
+        self.base_owd_s = 0.0  # its minimum over the base window
+        self.base_prev_s = 0.0
+        self.base_bucket_at = now
+        self.queue_s = 0.0  # owd_s - base_owd_s: queueing in the path's bottleneck
+        self.queue_jitter_s = 0.0  # how much queue_s moves between reports
+        self.loss = 0.0
+        self.fb_seq = 0
+        self.fb_datagrams = 0
+        self.fb_bytes = 0
+        self.fb_receiver_us = -1
+        self.rtt_s: float | None = None  # heartbeat round trip (client)
+        self.v1_delay_s: float | None = None  # v1 server: heartbeat age, clock offset included
+        # receiving: what arrives here from the peer's path ``peer_path_id``
+        self.peer_path_id = -1
+        self.rx_high = 0
+        self.rx_count = 0
+        self.rx_fb_bytes = 0
+        self.rx_owd_us = 0
+        self.rx_owd_s = 0.0  # smoothed one-way delay of arrivals (clock offset included)
+        self.rx_jitter_s = 0.0
+        self.rx_owd_peak_s = 0.0  # recent highest one-way delay, decaying slowly
+        self.last_number = -1  # extended session number last delivered on this path
+        self.last_data = float("-inf")
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def queue_delay(self, now: float) -> float:
+        """Drain the virtual queue to ``now`` and return how long a new datagram would wait."""
+        queued = self.vq - self.rate * (now - self.vq_time)
+        queued = max(queued, 0.0)
+        self.vq = queued
+        self.vq_time = now
+        return queued / self.rate
+
+    def record(self, now: float, qdelay: float, number: int, packet: bytes | None) -> int:
+        """Log one datagram about to be sent; returns its per-path number."""
+        seq = self.seq + 1
+        self.seq = seq
+        slot = seq & LOG_MASK
+        self.log_time[slot] = now
+        self.log_qdelay[slot] = qdelay
+        self.log_number[slot] = number
+        self.log_packet[slot] = packet
+        self.log_correction[slot] = self.correction_s
+        if number:
+            self.last_data_seq = seq
+        return seq
+
+    def unacked_since(self) -> float | None:
+        """Send time of the oldest IP packet the peer has not acknowledged, or None.
+
+        Control datagrams do not count: a peer owes feedback only for data, so an echo or a
+        feedback packet of ours may well stay unacknowledged on a path carrying no data."""
+        if self.last_data_seq <= self.acked:
+            return None
+        log_number = self.log_number
+        seq = max(self.acked + 1, self.seq - LOG_SIZE + 1)
+        while not log_number[seq & LOG_MASK] and seq < self.last_data_seq:
+            seq += 1
+        return self.log_time[seq & LOG_MASK]
+
+    def unacked_packets(self) -> list[tuple[int, bytes]]:
+        """``(session number, packet)`` of the IP packets sent but not acknowledged."""
+        out = []
+        for seq in range(max(self.acked + 1, self.seq - LOG_SIZE + 1), self.seq + 1):
+            slot = seq & LOG_MASK
+            packet = self.log_packet[slot]
+            if packet is not None:
+                out.append((self.log_number[slot], packet))
+                self.log_packet[slot] = None  # re-injected once
+        return out
+
+    def on_feedback(  # noqa: PLR0917 - one feedback entry, field by field
+        self,
+        wire_seq: int,
+        owd_s: float,
+        datagrams: int,
+        received: int,
+        receiver_us: int,
+        now: float,
+        full_s: float,
+    ) -> bool:
+        """One feedback entry about this path; True when it acknowledged something new.
+
+        Updates the acknowledgement, ack delay, base delay and queueing, delivery rate and loss,
+        then moves the rate model towards what the path did: a path queueing more than
+        ``full_s`` is at capacity, so its rate is what it delivers."""
+        highest = unwrap(wire_seq, self.seq, PATH_SEQ_MODULUS)
+        if highest <= self.acked or highest > self.seq:
+            return False
+        fresh = self.seq - highest < LOG_SIZE
+        slot = highest & LOG_MASK
+        self.acked = highest
+        self.acked_at = now
+        self._on_counts(datagrams, received, receiver_us)
+        if not fresh:
+            return True
+        self.ack_delay_s += DELAY_GAIN * (now - self.log_time[slot] - self.ack_delay_s)
+        if not self.has_owd:
+            self.has_owd = True
+            self.base_owd_s = self.base_prev_s = owd_s
+            self.base_bucket_at = now
+        elif now - self.base_bucket_at > BASE_WINDOW_S:
+            self.base_prev_s = self.base_owd_s
+            self.base_owd_s = owd_s
+            self.base_bucket_at = now
+        elif owd_s < self.base_owd_s:
+            self.base_owd_s = owd_s
+        self.owd_s = owd_s
+        measured = owd_s - min(self.base_owd_s, self.base_prev_s)
+        self.queue_jitter_s += JITTER_GAIN * (abs(measured - self.queue_s) - self.queue_jitter_s)
+        self.queue_s = measured
+        # The prediction logged for this datagram did not know the corrections made since it
+        # was sent; without subtracting them every late report would correct again.
+        error = measured - self.log_qdelay[slot] - (self.correction_s - self.log_correction[slot])
+        if measured > full_s and self.delivery_rate > 0.0:
+            # At capacity for real: it carries what it delivers.
+            self.rate = max(MIN_RATE, self.delivery_rate)
+            self._shift_queue(error)
+        else:
+            self._correct(error)
+        return True
+
+    def _correct(self, error_s: float) -> None:
+        """Queueing measured minus predicted: move the rate model and its queue towards it."""
+        margin = QUEUE_ERROR_MARGIN_S + 2.0 * self.queue_jitter_s
+        if error_s > margin:  # the path holds more than we think: it is slower than modelled
+            self.rate = max(MIN_RATE, self.rate * RATE_DECLINE)
+            self._shift_queue(error_s)
+        elif error_s < -margin:  # it drained faster than modelled
+            self.rate = min(MAX_RATE, self.rate * RATE_GROWTH)
+            self._shift_queue(error_s)
+
+    def _shift_queue(self, error_s: float) -> None:
+        """Move the virtual queue by ``error_s`` of waiting and remember the correction."""
+        before = self.vq
+        self.vq = max(0.0, before + error_s * self.rate)
+        self.correction_s += (self.vq - before) / self.rate
+
+    def _on_counts(self, datagrams: int, received: int, receiver_us: int) -> None:
+        """Cumulative counts from feedback: delivery rate and loss over >= RATE_WINDOW_S."""
+        if self.fb_receiver_us < 0:
+            self.fb_receiver_us, self.fb_datagrams, self.fb_bytes = receiver_us, datagrams, received
+            self.fb_seq = self.acked
+            return
+        elapsed = ((receiver_us - self.fb_receiver_us) % US_MODULUS) / 1e6
+        if elapsed < RATE_WINDOW_S:
+            return
+        got_bytes = (received - self.fb_bytes) % US_MODULUS
+        got = (datagrams - self.fb_datagrams) % US_MODULUS
+        sent = self.acked - self.fb_seq
+        self.delivery_rate = got_bytes / elapsed
+        if sent > 0:
+            sample = max(0.0, min(1.0, 1.0 - got / sent))
+            self.loss += LOSS_GAIN * (sample - self.loss)
+        self.fb_receiver_us, self.fb_datagrams, self.fb_bytes = receiver_us, datagrams, received
+        self.fb_seq = self.acked
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def on_arrival(self, wire_seq: int, owd_us: int, owd_s: float, size: int) -> None:
+        """A v2 datagram numbered ``wire_seq`` by the peer arrived here after ``owd_s``."""
+        if self.rx_count == 0:
+            self.rx_high = wire_seq
+            self.rx_owd_us = owd_us
+            self.rx_owd_s = self.rx_owd_peak_s = owd_s
+        else:
+            number = unwrap(wire_seq, self.rx_high, PATH_SEQ_MODULUS)
+            if number > self.rx_high:
+                self.rx_high = number
+                self.rx_owd_us = owd_us
+            deviation = owd_s - self.rx_owd_s
+            self.rx_owd_s += DELAY_GAIN * deviation
+            self.rx_jitter_s += JITTER_GAIN * (abs(deviation) - self.rx_jitter_s)
+            peak = self.rx_owd_peak_s
+            self.rx_owd_peak_s = owd_s if owd_s > peak else peak + PEAK_DECAY * (owd_s - peak)
+        self.rx_count += 1
+        self.rx_fb_bytes += size
+
+    def revive(self, now: float) -> None:
+        """Alive again: what we knew of its queue and rate is void."""
+        self.alive = True
+        self.last_heard = now
+        self.vq = 0.0
+        self.vq_time = now
+        self.acked = self.seq  # what it lost while dead is not waited for
+        self.acked_at = now
+        self.ack_delay_s = DEFAULT_ACK_DELAY_S
+        self.fb_receiver_us = -1  # the rate model is kept: it is most likely the same link
+        self.rtt_s = None
