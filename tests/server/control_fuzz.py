@@ -25,9 +25,7 @@ from typing import Any
 from fluxify.errors import RemoteProtocolError, SessionRefusedError
 from fluxify.protocol.control import (
     EXTENSION_FIELD,
-    FEATURE_FAST_HEARTBEAT,
-    FEATURE_PATH_PROBE,
-    FEATURE_RATE_REPORT,
+    FEATURE_BOND_V2,
     MAX_CONTROL_MESSAGE_BYTES,
     SessionRequest,
     decode_request,
@@ -39,7 +37,7 @@ from fluxify.server.control import ControlServer
 from fluxify.server.sessions import SessionTable
 
 IDENTITY = "alice"
-FEATURES = (FEATURE_FAST_HEARTBEAT, FEATURE_PATH_PROBE, FEATURE_RATE_REPORT)
+FEATURES = (FEATURE_BOND_V2, "a-feature-nobody-knows", "another")
 _VALID_KEY = base64.b64encode(bytes(range(32))).decode()
 
 
@@ -130,9 +128,9 @@ def _request_like(rng: random.Random) -> dict[str, Any]:
                     list(rng.sample(FEATURES, rng.randrange(4))),
                     [_text(rng) for _ in range(rng.randrange(5))],
                     [1, 2],
-                    "path-probe",
+                    FEATURES[0],
                     None,
-                    [FEATURE_PATH_PROBE] * 1000,
+                    [FEATURE_BOND_V2] * 1000,
                 ]
             ),
         }
