@@ -30,6 +30,9 @@ ENGINE_FIELDS = {
     "loss": 0.01,
     "share": 0.7,
     "reinjected": 3,
+    "queue_ms": 2.5,
+    "delivery_mbit": 40.0,
+    "duplicated": 4,
 }
 
 

@@ -12,8 +12,8 @@ from tests.observe.dashboard import load_dashboard, metric_names, queries
 from tests.observe.samples import client_stats, server_stats, write_stats
 
 PANEL_TYPES = {"timeseries", "stat"}
-PROMQL_WORDS = {"rate", "increase", "sum", "avg", "min", "max", "by", "label_values"}
-LABELS = {"job", "identity", "path", "reason", "session"}
+PROMQL_WORDS = {"rate", "increase", "sum", "avg", "min", "max", "count", "by", "label_values"}
+LABELS = {"job", "identity", "path", "reason", "session", "priority"}
 
 
 def exported_names(tmp_path: Path) -> set[str]:

@@ -104,7 +104,7 @@ def test_the_dashboard_finds_its_series_in_the_lab(lab: Deployment) -> None:
     t = lab.t
     live = {name for name, _ in scrape(lab, t.client_ns, CLIENT_METRICS)}
     live |= {name for name, _ in scrape(lab, t.server_ns, SERVER_METRICS)}
-    today = {
+    today = {  # what the bond engine's stats hold on an idle-then-loaded lab
         "fluxify_up",
         "fluxify_sessions",
         "fluxify_path_up",
@@ -113,9 +113,19 @@ def test_the_dashboard_finds_its_series_in_the_lab(lab: Deployment) -> None:
         "fluxify_path_tx_packets_total",
         "fluxify_path_rx_packets_total",
         "fluxify_path_rtt_seconds",
-        "fluxify_path_weight",
+        "fluxify_path_jitter_seconds",
+        "fluxify_path_rate_bits_per_second",
+        "fluxify_path_delivery_bits_per_second",
+        "fluxify_path_loss_ratio",
+        "fluxify_path_share_ratio",
         "fluxify_path_idle_seconds",
+        "fluxify_path_reinjected_total",
+        "fluxify_path_duplicated_total",
+        "fluxify_path_info",
+        "fluxify_path_backup",
         "fluxify_reorder_hold_seconds",
+        "fluxify_reorder_held_total",
+        "fluxify_reorder_lost_total",
         "fluxify_reconnects_total",
         "fluxify_tun_packets_read_total",
         "fluxify_stats_age_seconds",
@@ -136,7 +146,7 @@ def test_status_of_both_programs(lab: Deployment) -> None:
         line.split()[0]: line for line in client.stdout.splitlines() if line.startswith("  wan")
     }
     assert set(rows) == {"wan1", "wan2"} and all(" alive " in row for row in rows.values())
-    assert "tx Mbit/s" in client.stdout  # measured from two snapshots
+    assert "rate Mbit/s" in client.stdout and "share %" in client.stdout
 
     as_json = json.loads(status("fluxify-client", lab.client_state("alice"), "-json").stdout)
     assert as_json["mode"] == "bonding" and as_json["age_s"] < 5

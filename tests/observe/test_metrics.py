@@ -65,6 +65,9 @@ def test_bond_engine_fields_are_exported_when_present(tmp_path: Path) -> None:
     assert value(series, "fluxify_path_loss_ratio", **path) == 0.01
     assert value(series, "fluxify_path_share_ratio", **path) == 0.7
     assert value(series, "fluxify_path_reinjected_total", **path) == 3
+    assert value(series, "fluxify_path_duplicated_total", **path) == 4
+    assert value(series, "fluxify_path_queue_seconds", **path) == pytest.approx(0.0025)
+    assert value(series, "fluxify_path_delivery_bits_per_second", **path) == 40e6
     assert value(series, "fluxify_path_info", **path, priority="primary") == 1
     assert value(series, "fluxify_path_backup", **path) == 0
     for counter, expected in (("held", 1), ("reordered", 2), ("released_late", 3), ("lost", 4)):

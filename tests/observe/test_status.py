@@ -50,7 +50,8 @@ def test_the_engine_rates_need_no_second_snapshot(tmp_path: Path) -> None:
         lambda: read_snapshot(tmp_path / "server-stats.json", "server"), sleep=no_waiting
     )
     table = status_table(snapshot, rates)
-    for heading in ("priority", "owd ms", "jitter ms", "loss %", "rate Mbit/s", "share %"):
+    headings = ("priority", "owd ms", "queue ms", "jitter ms", "loss %", "rate Mbit/s", "share %")
+    for heading in (*headings, "delivery Mbit/s"):
         assert heading in table, heading
     assert "session deadbeef  alice  10.8.0.2" in table
     assert "server: 1 session, TUN packets read 1000 / written 2000" in table

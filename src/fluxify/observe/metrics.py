@@ -42,6 +42,10 @@ PATH_FIELDS: dict[str, PathField] = {
     "rate_mbit": PathField(
         "fluxify_path_rate_bits_per_second", False, "delivery rate estimate", 1e6
     ),
+    "queue_ms": PathField("fluxify_path_queue_seconds", False, "queueing delay estimate", 1e-3),
+    "delivery_mbit": PathField(
+        "fluxify_path_delivery_bits_per_second", False, "rate the peer reports receiving", 1e6
+    ),
     "loss": PathField("fluxify_path_loss_ratio", False, "estimated loss, 0..1"),
     "share": PathField("fluxify_path_share_ratio", False, "share of the traffic, 0..1"),
     "weight": PathField("fluxify_path_weight", False, "scheduler weight relative to the others"),
@@ -51,6 +55,7 @@ PATH_FIELDS: dict[str, PathField] = {
     "rx_packets": PathField("fluxify_path_rx_packets", True, "datagrams received"),
     "rx_bytes": PathField("fluxify_path_rx_bytes", True, "bytes received"),
     "reinjected": PathField("fluxify_path_reinjected", True, "packets sent again on this path"),
+    "duplicated": PathField("fluxify_path_duplicated", True, "packets also sent on another path"),
 }
 PATH_TEXT_FIELDS = ("label", "priority")
 
