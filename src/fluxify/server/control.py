@@ -55,6 +55,9 @@ ACCEPT_BACKOFF_FIRST_S = 0.05  # after accept() fails (EMFILE, ENOBUFS ...), dou
 ACCEPT_BACKOFF_MAX_S = 1.0  # ... up to this; the pending connection waits in the backlog
 ACCEPT_WARNING_INTERVAL_S = 30.0
 LISTEN_BACKLOG = 128
+# After our last write (a TLS alert, the answer) the connection is closed with a FIN so the
+# peer reads it (an RST could discard it unread); a peer that stops reading is reset after this.
+CLOSE_LINGER_S = 2.0
 _LINGER_RESET = struct.pack("ii", 1, 0)  # close with RST: no TIME_WAIT for refused peers
 
 
@@ -104,6 +107,7 @@ class ControlServer:
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()  # one per admitted connection
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
+        self._closing: set[asyncio.WriteTransport] = set()  # FIN sent, reset after the linger
 
     async def start(self, host: str | None, port: int) -> None:
         """Listen on ``host`` (None: every address, v4 and v6) and ``port`` (0: any free one)."""
@@ -222,6 +226,9 @@ class ControlServer:
             writer.transport.abort()
         while self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in list(self._closing):
+            transport.abort()
+        await asyncio.sleep(0)  # let the aborts run their connection_lost callbacks
         self._log_summary(time.monotonic())
 
     async def _accept_loop(self, listener: socket.socket) -> None:
@@ -278,6 +285,7 @@ class ControlServer:
             started = time.monotonic()
             tls = TlsStream(reader, writer, self._context, server_side=True)
             if not await self._handshake(tls, peer):
+                await _linger(reader, writer)
                 return
             remaining = self._deadline_s - (time.monotonic() - started)
             try:
@@ -296,8 +304,19 @@ class ControlServer:
             self.admission.release(source)
             if writer is None:
                 conn.close()
-            elif not writer.is_closing():
-                writer.transport.abort()
+            else:
+                self._close_lingering(writer.transport)
+
+    def _close_lingering(self, transport: asyncio.WriteTransport) -> None:
+        """Close after the last write; reset a peer that has not read it within the linger."""
+        transport.close()
+        self._closing.add(transport)
+
+        def reset() -> None:
+            self._closing.discard(transport)
+            transport.abort()  # a no-op once the close has completed
+
+        asyncio.get_running_loop().call_later(CLOSE_LINGER_S, reset)
 
     async def _handshake(self, tls: TlsStream, peer: str) -> bool:
         """The TLS handshake within its deadline; a failure is counted, not logged per peer."""
@@ -396,6 +415,22 @@ def _listen(host: str | None, port: int) -> list[socket.socket]:
             sock.close()
         raise
     return listeners
+
+
+async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Half-close after our alert and read until the peer's EOF, briefly.
+
+    A close with the peer's data still arriving makes the kernel send an RST, and an RST can
+    discard the alert unread: the client would see "connection lost" instead of the reason
+    (with TLS 1.3 it sends its request before it learns its certificate was rejected).
+    """
+    with contextlib.suppress(OSError, RuntimeError):
+        if writer.can_write_eof():
+            writer.write_eof()
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(CLOSE_LINGER_S):
+            while await reader.read(16 * 1024):
+                pass
 
 
 def _close_with_reset(conn: socket.socket) -> None:
