@@ -14,6 +14,7 @@ import socket
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
+from fluxify.linux import rx_timestamps
 from fluxify.linux.engine_timer import EngineTimers
 from fluxify.linux.tun_writer import TunWriter
 from fluxify.protocol.bond import BondEngine, BondSnapshot
@@ -125,13 +126,18 @@ class ClientDataPlane:
 
     def on_datagrams(self, index: int) -> None:
         sock = self.uplinks[index].sock
-        recv = sock.recvfrom
+        recvmsg = sock.recvmsg
         server = self.tunnel.server
         counts = self.drops.counts
+        offset = rx_timestamps.wall_minus_monotonic()
+        stamp = rx_timestamps.arrival
         batch: list[bytes] = []
+        arrivals: list[float | None] = []
         for _ in range(DRAIN_BUDGET):
             try:
-                data, address = recv(RECEIVE_BUFFER_BYTES)
+                data, ancdata, _flags, address = recvmsg(
+                    RECEIVE_BUFFER_BYTES, rx_timestamps.TIMESTAMP_SPACE
+                )
             except BlockingIOError:
                 break
             except OSError:  # e.g. ECONNREFUSED from an ICMP error; keep reading
@@ -140,16 +146,21 @@ class ClientDataPlane:
                 counts[DropReason.FOREIGN_SOURCE] += 1  # only the server speaks to us
                 continue
             batch.append(data)
+            arrivals.append(stamp(ancdata, offset))
         if not batch:
             return
         now = self._now()
         engine = self.engine
-        ready = engine.receive(index, batch, now)
+        ready = engine.receive(index, batch, now, arrivals)
         if ready:
             self.tun.write_all(ready)
         self._flush()
 
     def _on_timer(self, _key: Hashable) -> None:
+        # First read what already arrived: a held packet's gap may be closed by a datagram that
+        # is waiting in a socket, and the engine's deadlines count from kernel arrival times.
+        for index in range(len(self.uplinks)):
+            self.on_datagrams(index)
         now = self._now()
         ready = self.engine.on_timer(now)
         if ready:

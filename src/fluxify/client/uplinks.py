@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 
 from fluxify.errors import ConfigError, HostError
-from fluxify.linux import sysctl
+from fluxify.linux import rx_timestamps, sysctl
 from fluxify.linux.journal import Journal
 from fluxify.linux.netlink import Netlink
 from fluxify.linux.routing import Route, Rule
@@ -129,6 +129,7 @@ def open_uplink_socket(plan: UplinkPlan, family: int) -> socket.socket:
         for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
             sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER_BYTES)
         sock.bind((plan.source_ip or ("::" if family == socket.AF_INET6 else "0.0.0.0"), 0))
+        rx_timestamps.enable(sock)  # one-way delays without our own receive backlog
     except OSError as exc:
         sock.close()
         raise HostError(

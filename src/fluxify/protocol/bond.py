@@ -53,7 +53,10 @@ TICK_S = 0.02  # feedback, liveness and hold refresh cadence while data flows
 ACTIVE_AFTER_DATA_S = 0.5  # the tick runs this long after the last data
 DEAD_ACK_FACTOR = 2.5  # a loaded path is dead when unacknowledged this many ack delays ...
 LOADED_DEAD_MIN_S = 0.12  # ... but never sooner than this
-LOADED_DEAD_MAX_S = 0.28  # ... and never later: within 300 ms of silence
+LOADED_DEAD_MAX_S = 0.18  # ... and never later; then it must answer a heartbeat within
+SUSPECT_ANSWER_FACTOR = 1.5  # 1.5 round trips,
+SUSPECT_MIN_WAIT_S = 0.04  # bounded: detection stays within 300 ms of silence
+SUSPECT_MAX_WAIT_S = 0.12
 PRIMARY_HEARTBEAT_S = 1.0  # idle cadence of a live primary path (heartbeat + echo)
 BACKUP_HEARTBEAT_S = 25.0  # of a live backup: ~0.7 MB a day with the echoes
 DEAD_PRIMARY_HEARTBEAT_S = 0.25  # how often a dead path is asked whether it is back
@@ -61,7 +64,9 @@ DEAD_BACKUP_HEARTBEAT_S = 2.0
 IDLE_DEAD_HEARTBEATS = 3.5  # silent for this many heartbeat intervals: dead
 PATH_FORGET_S = 30.0  # server: a path silent this long (or 4 heartbeats) is forgotten
 MAX_PATHS = 16
+FIRST_SEQ = 1
 MAX_REINJECTION_QUEUE = 8192  # packets waiting to be re-sent after a path died
+REINJECT_WINDOW = 16_000  # re-send no packet this far behind the newest: the replay window
 # Reordering
 HOLD_MARGIN_S = 0.002
 JITTER_ALLOWANCE = 2.0  # a path's latest arrival: its recent peak one-way delay + 2 x jitter
@@ -84,6 +89,7 @@ _BACKUP = int(HeaderFlag.BACKUP)
 _ECHO = int(HeaderFlag.ECHO)
 _DUPLICATED = int(HeaderFlag.DUPLICATED)
 _INF = float("inf")
+_NEVER = float("-inf")
 
 
 class Role(IntEnum):
@@ -129,6 +135,8 @@ class ReorderReport:
     reordered: int
     released_late: int
     lost: int
+    known_lost: int  # of lost: released because every path had passed the gap
+    expired: int  # of lost: released at a held packet's deadline
     hold_ms: float
 
 
@@ -151,10 +159,11 @@ class BondEngine(Generic[K]):
         self._by_id: dict[int, BondPath[K]] = {}
         self._usable: list[BondPath[K]] = []
         self._duplicable = 0  # live primaries: duplicate critical packets when >= 2
-        self.reorder = ReorderBuffer()
+        self.reorder = ReorderBuffer(first=FIRST_SEQ)  # a session numbers its IP packets from 1
         self._out: dict[K, list[bytes]] = {}
         self._events: list[tuple[str, str]] = []
         self._reinjection: deque[tuple[int, bytes]] = deque()
+        self.reinjection_dropped = 0  # too old to be accepted by the peer any more
         self._rr = 0
         self._rx_ref_us: int | None = None
         self._fb_ref_us: int | None = None
@@ -169,6 +178,7 @@ class BondEngine(Generic[K]):
         self.last_heard = now
         self.feedback_heard = float("-inf")
         self._started = now
+        self._hold_refreshed = now
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -342,7 +352,7 @@ class BondEngine(Generic[K]):
         self, path: BondPath[K], packet_type: int, payload: bytes, now: float
     ) -> None:
         if self.v2:
-            seq = path.record(now, 0.0, 0, None)
+            seq = path.record(now, path.queue_delay(now), 0, None)
             word = (path.path_id << 24) | (seq & PATH_SEQ_MASK)
             send_us = int(now * 1e6) & 0xFFFF_FFFF
             datagram = self.codec.seal_control(packet_type, payload, path.flags, word, send_us)
@@ -352,7 +362,7 @@ class BondEngine(Generic[K]):
 
     def _send_echo(self, path: BondPath[K], payload: bytes, now: float) -> None:
         if self.v2:
-            seq = path.record(now, 0.0, 0, None)
+            seq = path.record(now, path.queue_delay(now), 0, None)
             word = (path.path_id << 24) | (seq & PATH_SEQ_MASK)
             send_us = int(now * 1e6) & 0xFFFF_FFFF
             datagram = self.codec.seal_control(
@@ -369,11 +379,20 @@ class BondEngine(Generic[K]):
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def receive(self, key: K, datagrams: list[bytes], now: float) -> list[bytes]:
+    def receive(
+        self,
+        key: K,
+        datagrams: list[bytes],
+        now: float,
+        arrivals: list[float | None] | None = None,
+    ) -> list[bytes]:
         """Open what arrived on path ``key``; return the IP packets ready for the TUN, in order.
 
-        A server learns a new path from its first authenticated datagram; a client drops what
-        comes by a path it does not own."""
+        ``arrivals`` (one per datagram, where the kernel stamped it) are when each datagram
+        reached the host: one-way delays are measured from them, so time spent waiting in a
+        busy receiver's socket buffer is not taken for queueing in the path. A server learns a
+        new path from its first authenticated datagram; a client drops what comes by a path it
+        does not own."""
         path = self._by_key.get(key)
         codec = self.codec
         if path is None and self.config.role is Role.CLIENT:
@@ -383,7 +402,7 @@ class BondEngine(Generic[K]):
         reorder = self.reorder
         v2 = self.v2
         now_us = int(now * 1e6)
-        for datagram in datagrams:
+        for index, datagram in enumerate(datagrams):
             opened = codec.open(datagram)
             if opened is None:
                 continue
@@ -396,9 +415,12 @@ class BondEngine(Generic[K]):
             path.last_heard = now
             flags = codec.received_flags
             owd_s = 0.0
+            at = arrivals[index] if arrivals is not None else None
+            arrived = now if at is None else at
             if v2 and flags & _FIELDS:
                 word = codec.received_path_word
-                owd_us = (now_us - codec.received_send_us) & 0xFFFF_FFFF
+                arrived_us = now_us if at is None else int(at * 1e6)
+                owd_us = (arrived_us - codec.received_send_us) & 0xFFFF_FFFF
                 owd_s = self._rx_owd(owd_us)
                 path.peer_path_id = word >> 24
                 path.on_arrival(word & PATH_SEQ_MASK, owd_us, owd_s, size)
@@ -421,7 +443,7 @@ class BondEngine(Generic[K]):
                     hold = HOLD_MARGIN_S if hold < 0.0 else min(hold + HOLD_MARGIN_S, MAX_HOLD_S)
                 else:
                     hold = self._v1_hold_s
-                released = reorder.push(number, payload, now + hold)
+                released = reorder.push(number, payload, arrived + hold)
                 if released is None:
                     ready.append(payload)
                 else:
@@ -516,7 +538,6 @@ class BondEngine(Generic[K]):
                 entry.received_bytes,
                 entry.receiver_us,
                 now,
-                MAX_QUEUE_DELAY_S,
             )
         if changed:
             self._refresh_delays()
@@ -586,28 +607,45 @@ class BondEngine(Generic[K]):
 
     def _check_loaded(self, now: float) -> None:
         """A loaded path whose datagrams go unacknowledged while the peer is heard elsewhere is
-        dead; if the peer is not heard at all, ask it on the other paths."""
+        suspect: it is asked directly (a heartbeat on it) and dead if it does not answer soon.
+        An answer means only the last datagrams were lost (nothing came after them to be
+        acknowledged). If the peer is not heard at all, it is asked on the other paths."""
         for path in self.paths:
             if not path.alive:
                 continue
             since = path.unacked_since()
             if since is None:
+                path.suspect_at = _NEVER
                 continue
             limit = min(
                 max(DEAD_ACK_FACTOR * path.ack_delay_s, LOADED_DEAD_MIN_S), LOADED_DEAD_MAX_S
             )
             if now - since <= limit:
                 continue
+            if path.suspect_at > since:
+                if path.last_heard > path.suspect_at:  # it answered: a tail loss, not a death
+                    path.acked = path.seq
+                    path.suspect_at = _NEVER
+                elif now - path.suspect_at > self._suspect_wait(path):
+                    self._declare_dead(path, now)
+                continue
             heard_elsewhere = max(
-                (p.last_heard for p in self.paths if p is not path), default=float("-inf")
+                (p.last_heard for p in self.paths if p is not path), default=_NEVER
             )
             if heard_elsewhere > since + 0.5 * limit:
-                self._declare_dead(path, now)
+                path.suspect_at = now
+                self._heartbeat(path, now)
             elif now - path.urgent_at > limit:
                 path.urgent_at = now
                 for other in self._usable:
                     if other is not path:
                         self._heartbeat(other, now)
+
+    @staticmethod
+    def _suspect_wait(path: BondPath[K]) -> float:
+        """How long a suspect path gets to answer a heartbeat: 1.5 round trips, bounded."""
+        rtt = path.rtt_s if path.rtt_s is not None else 2 * path.ack_delay_s
+        return min(max(SUSPECT_ANSWER_FACTOR * rtt, SUSPECT_MIN_WAIT_S), SUSPECT_MAX_WAIT_S)
 
     def _declare_dead(self, path: BondPath[K], now: float) -> None:
         path.alive = False
@@ -627,9 +665,12 @@ class BondEngine(Generic[K]):
 
     def _drain_reinjection(self, now: float) -> None:
         """Re-send what a dead path swallowed, oldest first, as fast as the live paths take it
-        without queueing beyond ``MAX_QUEUE_DELAY_S`` (a burst would overflow a sibling)."""
+        without queueing beyond ``MAX_QUEUE_DELAY_S`` (a burst would overflow a sibling).
+        Packets the receiver's replay window would no longer take are dropped: they would only
+        be counted as replays there."""
         queue = self._reinjection
         send_us = int(now * 1e6) & 0xFFFF_FFFF
+        oldest_useful = self.codec.last_seq - REINJECT_WINDOW
         while queue and self._usable:
             target = min(
                 self._usable, key=lambda p: p.sched_owd_s + p.queue_delay(now) + p.penalty_s
@@ -637,6 +678,9 @@ class BondEngine(Generic[K]):
             if target.queue_delay(now) > MAX_QUEUE_DELAY_S:
                 return
             number, packet = queue.popleft()
+            if number < oldest_useful and number <= self.codec.last_seq:
+                self.reinjection_dropped += 1
+                continue
             self._resend(target, number, packet, now, send_us, _DUPLICATED)
 
     def _revive(self, path: BondPath[K], now: float) -> None:
@@ -711,13 +755,13 @@ class BondEngine(Generic[K]):
     def _refresh_delays(self) -> None:
         """Each path's one-way delay above the lowest, for earliest-arrival scheduling: from the
         peer's feedback where there is some, else half the heartbeat round trip."""
-        known = [p.base_owd_s for p in self.paths if p.has_owd]
+        known = [p.base_delay for p in self.paths if p.has_owd]
         lowest = min(known) if known else 0.0
         rtts = [p.rtt_s for p in self.paths if p.rtt_s is not None]
         lowest_rtt = min(rtts) if rtts else 0.0
         for path in self.paths:
             if path.has_owd:
-                path.sched_owd_s = path.base_owd_s - lowest
+                path.sched_owd_s = path.base_delay - lowest
             elif path.rtt_s is not None:
                 path.sched_owd_s = (path.rtt_s - lowest_rtt) / 2
             else:
@@ -728,8 +772,11 @@ class BondEngine(Generic[K]):
         ceiling of the reorder buffer (v2). At the start, before the peer's slower paths have
         spoken, at least ``STARTUP_HOLD_S``."""
         if self.v2:
+            elapsed = now - self._hold_refreshed
+            self._hold_refreshed = now
             ceiling = STARTUP_HOLD_S if now - self._started < ACTIVE_LANE_S else 0.0
             for path in self.paths:
+                path.decay_peak(elapsed)
                 if path.alive and path.rx_count:
                     late = path.rx_owd_peak_s + JITTER_ALLOWANCE * path.rx_jitter_s
                     ceiling = max(ceiling, late)
@@ -802,6 +849,8 @@ class BondEngine(Generic[K]):
                 reordered=r.reordered,
                 released_late=r.released_late,
                 lost=r.lost,
+                known_lost=r.known_lost,
+                expired=r.expired,
                 hold_ms=round(hold * 1000, 1),
             ),
             efficiency=round(min(delivered / capacity, 1.0), 3) if loaded else None,

@@ -32,8 +32,11 @@ BASE_WINDOW_S = 10.0  # base one-way delay: minimum over the last 10..20 s (two 
 DELAY_GAIN = 0.125  # EWMA gain of smoothed delays (RFC 6298)
 JITTER_GAIN = 0.25
 LOSS_GAIN = 0.1
-PEAK_DECAY = 0.002  # per arrival: a one-way delay peak fades over ~500 datagrams
-RATE_WINDOW_S = 0.05  # delivery rate measured over at least this much receiver time
+LOSSY_WINDOW = 0.005  # a feedback window losing more: the bottleneck's buffer overflows
+PEAK_DELAY_MEMORY_S = 2.0  # a one-way delay peak fades over about this long
+RATE_WINDOW_S = 0.1  # delivery rate measured over at least this much receiver time
+PEAK_MEMORY_S = 5.0  # the delivery peak fades over this long
+PEAK_FLOOR = 0.95  # the rate model stays above 95 % of the recent delivery peak
 DEFAULT_ACK_DELAY_S = 0.1  # until the first acknowledgement
 DATAGRAM_OVERHEAD = 42  # bytes a bottleneck counts beyond the datagram: IPv4 + UDP + Ethernet
 
@@ -71,6 +74,7 @@ class BondPath(Generic[K]):
         "base_owd_s",
         "base_prev_s",
         "correction_s",
+        "delivery_peak",
         "delivery_rate",
         "died_at",
         "duplicated",
@@ -115,12 +119,14 @@ class BondPath(Generic[K]):
         "sched_owd_s",
         "seq",
         "snap_tx_bytes",
+        "suspect_at",
         "tx_bytes",
         "tx_packets",
         "urgent_at",
         "v1_delay_s",
         "vq",
         "vq_time",
+        "window_loss",
     )
 
     def __init__(self, key: K, label: str, path_id: int, now: float, priority: Priority) -> None:
@@ -133,6 +139,7 @@ class BondPath(Generic[K]):
         self.died_at = float("-inf")
         self.next_heartbeat = now
         self.urgent_at = float("-inf")
+        self.suspect_at = float("-inf")  # when it was asked to answer (loaded, unacknowledged)
         self.tx_packets = self.tx_bytes = self.rx_packets = self.rx_bytes = 0
         self.reinjected = self.duplicated = 0
         self.snap_tx_bytes = 0  # tx_bytes at the last snapshot (for the share)
@@ -155,6 +162,7 @@ class BondPath(Generic[K]):
         # sending: what the peer's feedback taught us
         self.rate = INITIAL_RATE
         self.delivery_rate = 0.0
+        self.delivery_peak = 0.0  # highest delivery rate lately, fading
         self.vq = 0.0
         self.vq_time = now
         self.has_owd = False
@@ -165,6 +173,7 @@ class BondPath(Generic[K]):
         self.queue_s = 0.0  # owd_s - base_owd_s: queueing in the path's bottleneck
         self.queue_jitter_s = 0.0  # how much queue_s moves between reports
         self.loss = 0.0
+        self.window_loss = 0.0  # loss in the last feedback window
         self.fb_seq = 0
         self.fb_datagrams = 0
         self.fb_bytes = 0
@@ -239,13 +248,11 @@ class BondPath(Generic[K]):
         received: int,
         receiver_us: int,
         now: float,
-        full_s: float,
     ) -> bool:
         """One feedback entry about this path; True when it acknowledged something new.
 
         Updates the acknowledgement, ack delay, base delay and queueing, delivery rate and loss,
-        then moves the rate model towards what the path did: a path queueing more than
-        ``full_s`` is at capacity, so its rate is what it delivers."""
+        then moves the rate model towards what the path did."""
         highest = unwrap(wire_seq, self.seq, PATH_SEQ_MODULUS)
         if highest <= self.acked or highest > self.seq:
             return False
@@ -268,28 +275,36 @@ class BondPath(Generic[K]):
         elif owd_s < self.base_owd_s:
             self.base_owd_s = owd_s
         self.owd_s = owd_s
-        measured = owd_s - min(self.base_owd_s, self.base_prev_s)
+        predicted = self.log_qdelay[slot]
+        measured = owd_s - self.base_delay
         self.queue_jitter_s += JITTER_GAIN * (abs(measured - self.queue_s) - self.queue_jitter_s)
         self.queue_s = measured
         # The prediction logged for this datagram did not know the corrections made since it
         # was sent; without subtracting them every late report would correct again.
-        error = measured - self.log_qdelay[slot] - (self.correction_s - self.log_correction[slot])
-        if measured > full_s and self.delivery_rate > 0.0:
-            # At capacity for real: it carries what it delivers.
-            self.rate = max(MIN_RATE, self.delivery_rate)
-            self._shift_queue(error)
-        else:
-            self._correct(error)
+        self._correct(measured - predicted - (self.correction_s - self.log_correction[slot]))
         return True
 
+    @property
+    def base_delay(self) -> float:
+        """The base one-way delay: the minimum over the last 10..20 s."""
+        return min(self.base_owd_s, self.base_prev_s)
+
     def _correct(self, error_s: float) -> None:
-        """Queueing measured minus predicted: move the rate model and its queue towards it."""
+        """Queueing measured minus predicted: move the rate model and its queue towards it.
+
+        Less queueing than predicted while the path loses datagrams means the bottleneck
+        dropped what the model thought queued (its buffer is full): the queue is corrected, the
+        rate is not raised."""
         margin = QUEUE_ERROR_MARGIN_S + 2.0 * self.queue_jitter_s
-        if error_s > margin:  # the path holds more than we think: it is slower than modelled
-            self.rate = max(MIN_RATE, self.rate * RATE_DECLINE)
+        if error_s > margin:  # the path holds more than we think: it is slower than modelled,
+            # though not slower than it recently delivered (a queue that is not the link's own,
+            # a receiver busy elsewhere, must not talk its rate down)
+            floor = max(MIN_RATE, PEAK_FLOOR * self.delivery_peak)
+            self.rate = max(floor, min(self.rate, self.rate * RATE_DECLINE))
             self._shift_queue(error_s)
-        elif error_s < -margin:  # it drained faster than modelled
-            self.rate = min(MAX_RATE, self.rate * RATE_GROWTH)
+        elif error_s < -margin:  # it drained faster than modelled, or dropped
+            if self.window_loss < LOSSY_WINDOW:
+                self.rate = min(MAX_RATE, self.rate * RATE_GROWTH)
             self._shift_queue(error_s)
 
     def _shift_queue(self, error_s: float) -> None:
@@ -310,10 +325,15 @@ class BondPath(Generic[K]):
         got_bytes = (received - self.fb_bytes) % US_MODULUS
         got = (datagrams - self.fb_datagrams) % US_MODULUS
         sent = self.acked - self.fb_seq
-        self.delivery_rate = got_bytes / elapsed
+        delivered = self.delivery_rate = got_bytes / elapsed
         if sent > 0:
             sample = max(0.0, min(1.0, 1.0 - got / sent))
+            self.window_loss = sample
             self.loss += LOSS_GAIN * (sample - self.loss)
+        peak = self.delivery_peak * max(0.0, 1.0 - elapsed / PEAK_MEMORY_S)
+        if self.window_loss >= LOSSY_WINDOW and self.queue_s > QUEUE_ERROR_MARGIN_S:
+            peak = delivered  # losing from a full queue: it cannot carry its old peak now
+        self.delivery_peak = max(peak, delivered)
         self.fb_receiver_us, self.fb_datagrams, self.fb_bytes = receiver_us, datagrams, received
         self.fb_seq = self.acked
 
@@ -333,10 +353,14 @@ class BondPath(Generic[K]):
             deviation = owd_s - self.rx_owd_s
             self.rx_owd_s += DELAY_GAIN * deviation
             self.rx_jitter_s += JITTER_GAIN * (abs(deviation) - self.rx_jitter_s)
-            peak = self.rx_owd_peak_s
-            self.rx_owd_peak_s = owd_s if owd_s > peak else peak + PEAK_DECAY * (owd_s - peak)
+            self.rx_owd_peak_s = max(self.rx_owd_peak_s, owd_s)  # fades in decay_peak()
         self.rx_count += 1
         self.rx_fb_bytes += size
+
+    def decay_peak(self, elapsed_s: float) -> None:
+        """Let the one-way delay peak fade towards the smoothed delay (time constant 2 s)."""
+        fade = min(1.0, elapsed_s / PEAK_DELAY_MEMORY_S)
+        self.rx_owd_peak_s -= fade * (self.rx_owd_peak_s - self.rx_owd_s)
 
     def revive(self, now: float) -> None:
         """Alive again: what we knew of its queue and rate is void."""

@@ -16,7 +16,9 @@ A packet behind the next expected number (its gap was given up) is delivered at 
 better than never, and the replay window already removed duplicates. Held packets are bounded by
 ``MAX_HELD_PACKETS``; beyond, the oldest gap is given up. Every operation is O(log n) in the
 held packets (two heaps, lazy deletion), never a scan. Zero state: nothing expected yet; the
-first packet fixes the starting point. Pure and single-threaded.
+first packet fixes the starting point, unless ``first`` says which number comes first (a new
+session numbers from 1: then packets overtaking number 1 wait for it). Pure and
+single-threaded.
 """
 
 import heapq
@@ -32,19 +34,23 @@ class ReorderBuffer:
         "_held",
         "_next",
         "_numbers",
+        "expired",
+        "known_lost",
         "lost",
         "released_late",
         "reordered",
     )
 
-    def __init__(self) -> None:
-        self._next: int | None = None  # extended number expected next
+    def __init__(self, first: int | None = None) -> None:
+        self._next: int | None = first  # extended number expected next
         self._held: dict[int, bytes] = {}
         self._numbers: list[int] = []  # min-heap of held numbers (stale entries skipped)
         self._deadlines: list[tuple[float, int]] = []  # min-heap of (deadline, number)
         self.reordered = 0  # packets that arrived ahead of a gap and were held
         self.released_late = 0  # packets that arrived after their gap was given up
         self.lost = 0  # numbers given up: never arrived before release
+        self.known_lost = 0  # ... of which because every path had passed them
+        self.expired = 0  # ... of which because a held packet's deadline passed
 
     def extend(self, seq: int) -> int:
         """The extended number of wire number ``seq`` (the nearest to the expected one)."""
@@ -87,7 +93,10 @@ class ReorderBuffer:
                 self.lost += horizon - expected
                 self._next = horizon
             return []
-        return self._give_up_through(horizon - 1, keep_next=horizon)
+        lost = self.lost
+        released = self._give_up_through(horizon - 1, keep_next=horizon)
+        self.known_lost += self.lost - lost
+        return released
 
     def next_deadline(self) -> float | None:
         """When :meth:`expire` must run next, or None when nothing is held."""
@@ -103,7 +112,9 @@ class ReorderBuffer:
             deadline = self.next_deadline()
             if deadline is None or deadline > now:
                 return released
+            lost = self.lost
             released += self._give_up_through(self._deadlines[0][1])
+            self.expired += self.lost - lost
 
     def flush(self) -> list[bytes]:
         """Everything held, in order, every gap given up (the session is ending)."""

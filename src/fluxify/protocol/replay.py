@@ -11,8 +11,11 @@ session, called only after the datagram authenticated (else forged numbers could
 SEQ_MODULUS = 1 << 32
 HALF_SEQ_SPACE = 1 << 31
 BLOCK_BITS = 64
-RING_BLOCKS = 64  # a power of two: block index is masked, not divided
-WINDOW_SIZE = (RING_BLOCKS - 1) * BLOCK_BITS  # 4032 packets of reordering tolerated
+# A power of two: the block index is masked, not divided. 256 blocks: 16 320 packets of
+# reordering tolerated, so a packet re-injected after a path died is still accepted while the
+# survivor drains a backlog of a second behind new data (2 KiB of ints per window).
+RING_BLOCKS = 256
+WINDOW_SIZE = (RING_BLOCKS - 1) * BLOCK_BITS
 _BLOCK_MASK = RING_BLOCKS - 1
 _BIT_MASK = BLOCK_BITS - 1
 _LOG2_BLOCK_BITS = 6

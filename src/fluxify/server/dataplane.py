@@ -18,6 +18,7 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
+from fluxify.linux import rx_timestamps
 from fluxify.linux.engine_timer import EngineTimers
 from fluxify.linux.tun_writer import TunWriter
 from fluxify.protocol.bond import BondConfig, BondEngine, BondSnapshot, Role
@@ -154,10 +155,13 @@ class ServerDataPlane:
         sessions = self.sessions
         counts = self.drops.counts
         now = self._clock()
+        offset = rx_timestamps.wall_minus_monotonic()
+        stamp = rx_timestamps.arrival
         current: ServerSession | None = None
         current_address: Address | None = None
         current_ancdata: list[tuple[int, int, bytes]] = []
         batch: list[bytes] = []
+        arrivals: list[float | None] = []
         for _ in range(DRAIN_BUDGET):
             try:
                 data, ancdata, _flags, address = recvmsg(RECEIVE_BUFFER_BYTES, ANCILLARY_SPACE)
@@ -172,22 +176,25 @@ class ServerDataPlane:
                 continue
             if session is not current or address != current_address:
                 if current is not None and current_address is not None:
-                    self._receive(current, current_address, current_ancdata, batch, now)
-                current, current_address, current_ancdata, batch = session, address, ancdata, []
+                    self._receive(current, current_address, current_ancdata, batch, arrivals, now)
+                current, current_address, current_ancdata = session, address, ancdata
+                batch, arrivals = [], []
             batch.append(data)
+            arrivals.append(stamp(ancdata, offset))
         if current is not None and current_address is not None:
-            self._receive(current, current_address, current_ancdata, batch, now)
+            self._receive(current, current_address, current_ancdata, batch, arrivals, now)
 
-    def _receive(
+    def _receive(  # noqa: PLR0917 - one batch of the drain loop, as it collected it
         self,
         session: ServerSession,
         address: Address,
         ancdata: list[tuple[int, int, bytes]],
         batch: list[bytes],
+        arrivals: list[float | None],
         now: float,
     ) -> None:
         engine = session.engine
-        ready = engine.receive(address, batch, now)
+        ready = engine.receive(address, batch, now, arrivals)
         if address not in session.ancillary and engine.path(address) is not None:
             session.ancillary[address] = reply_ancillary(ancdata)
             path = engine.path(address)
@@ -245,6 +252,9 @@ class ServerDataPlane:
         session = self.sessions.get(key)  # type: ignore[call-overload]
         if session is None:
             return
+        # First read what already arrived: a held packet's gap may be closed by a datagram that
+        # is waiting in the socket, and the engine's deadlines count from kernel arrival times.
+        self.on_datagrams()
         ready = session.engine.on_timer(self._clock())
         if ready:
             self._deliver(session, ready)

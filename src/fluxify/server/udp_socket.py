@@ -10,10 +10,11 @@ import socket
 import struct
 
 from fluxify.errors import HostError
+from fluxify.linux import rx_timestamps
 
 SOCKET_BUFFER_BYTES = 8 * 1024 * 1024  # absorbs bursts while the loop is busy elsewhere
 IN6_PKTINFO = struct.Struct("=16sI")  # struct in6_pktinfo: address, interface index
-ANCILLARY_SPACE = socket.CMSG_SPACE(IN6_PKTINFO.size)
+ANCILLARY_SPACE = socket.CMSG_SPACE(IN6_PKTINFO.size) + rx_timestamps.TIMESTAMP_SPACE
 Address = tuple[str, int, int, int]
 Ancillary = list[tuple[int, int, bytes]]
 
@@ -24,6 +25,7 @@ def open_data_socket(port: int, host: str = "::") -> socket.socket:
     try:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+        rx_timestamps.enable(sock)  # one-way delays without our own receive backlog
         _grow_buffers(sock)
         sock.bind((host, port))
     except OSError as exc:

@@ -1,0 +1,252 @@
+"""The bond engine between two endpoints over the fake network (tests/protocol/netsim.py):
+earliest-arrival scheduling, selective duplication, the reorder hold, the rate model, v1 mode
+and malformed feedback. Invariants over random networks: test_bond_properties.py; failover and
+priorities: test_bond_failover.py."""
+
+import struct
+
+import pytest
+
+from fluxify.protocol.bond import MAX_QUEUE_DELAY_S, BondConfig, BondEngine, Role
+from fluxify.protocol.bondpath import Priority
+from fluxify.protocol.drops import DropReason
+from fluxify.protocol.header import HeaderFlag, PacketType, path_word
+from fluxify.protocol.reorder import ReorderBuffer
+from fluxify.protocol.session import DataSession
+from tests.protocol.netsim import (
+    CLIENT_V4,
+    KEY,
+    SERVER_V4,
+    SESSION_ID,
+    Cbr,
+    LinkModel,
+    Network,
+    packet_number,
+    udp_packet,
+)
+
+IP, HEARTBEAT, FEEDBACK = int(PacketType.IP), int(PacketType.HEARTBEAT), int(PacketType.FEEDBACK)
+DATAGRAM_SIZE = 1200 + 50  # a 1200-byte inner packet sealed
+ENGINE_OVERHEAD, NETSIM_OVERHEAD = 42, 28  # bytes beyond a datagram each counts at a bottleneck
+
+
+def ipv4(proto: int, l4: bytes) -> bytes:
+    total = 20 + len(l4)
+    return (
+        struct.pack(">BBHHHBBH4s4s", 0x45, 0, total, 0, 0, 64, proto, 0, CLIENT_V4, SERVER_V4) + l4
+    )
+
+
+def tcp_syn(port: int) -> bytes:
+    return ipv4(6, struct.pack(">HHIIBBHHH", port, 443, 1, 0, 5 << 4, 0x02, 65535, 0, 0))
+
+
+def dns_query(port: int) -> bytes:
+    return ipv4(17, struct.pack(">HHHH", port, 53, 20, 0) + bytes(12))
+
+
+def icmp_echo(ident: int) -> bytes:
+    return ipv4(1, struct.pack(">BBHHH", 8, 0, 0, ident, 1) + bytes(56))
+
+
+# -- earliest arrival ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fast", [0, 1])
+def test_a_light_load_goes_on_the_lowest_delay_path_only(fast: int) -> None:
+    delays = [30.0, 30.0]
+    delays[fast] = 10.0
+    net = Network([LinkModel(50.0, d) for d in delays])
+    net.run_until(0.5)  # the first echoes tell the client which path is faster
+    source = Cbr(net, 20.0)
+    net.run_until(2.5, source)
+    assert net.sent_on("client", fast, IP) == source.sent
+    assert net.sent_on("client", 1 - fast, IP) == 0
+
+
+def test_a_load_above_the_fast_path_spills_to_the_slower_one() -> None:
+    net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 30.0)])
+    net.run_until(0.5)
+    source = Cbr(net, 70.0)
+    net.run_until(2.5, source)
+    slow_share = net.sent_on("client", 1, IP) / source.sent
+    assert 0.2 < slow_share < 0.5
+    source.paused = True
+    net.run_until(3.0)
+    got = {n for _, n in map(packet_number, net.delivered["server"])}
+    assert len(got) == source.sent
+
+
+# -- selective duplication ----------------------------------------------------------------
+
+
+def test_critical_packets_go_on_two_paths_and_arrive_once() -> None:
+    net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 10.0)])
+    net.run_until(0.5)
+    critical = [f(i) for i in range(10) for f in (tcp_syn, dns_query, icmp_echo)]
+    bulk = [udp_packet(i) for i in range(30)]
+    for i in range(30):
+        net.send("client", [critical[i], bulk[i]])
+        net.run_until(net.now + 0.01)
+    net.run_until(net.now + 0.5)
+    duplicated = sum(p.duplicated for p in net.client.snapshot(net.now).paths)
+    assert duplicated == len(critical)  # and no bulk packet
+    assert net.sent_on("client", 0, IP) + net.sent_on("client", 1, IP) == 60 + 30
+    assert sorted(net.delivered["server"]) == sorted(critical + bulk)  # each once
+    assert net.server.codec.drops[DropReason.DUPLICATE] == len(critical)
+
+
+def test_with_one_primary_and_a_backup_critical_packets_are_not_duplicated() -> None:
+    net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 10.0, priority=Priority.BACKUP)])
+    net.run_until(0.5)
+    net.send("client", [tcp_syn(i) for i in range(5)])
+    net.run_until(1.0)
+    assert sum(p.duplicated for p in net.client.snapshot(net.now).paths) == 0
+    assert net.sent_on("client", 1, IP) == 0
+
+
+def test_a_path_carrying_only_duplicates_is_not_declared_dead() -> None:
+    """The second copy is dropped as a duplicate but still acknowledges its path."""
+    net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 30.0)])
+    net.run_until(0.5)
+    for i in range(20):  # a SYN every 50 ms: its first copy on the fast path, the second slow
+        net.send("client", [tcp_syn(i)])
+        net.run_until(net.now + 0.05)
+    assert net.client.take_events() == []
+
+
+# -- the reorder hold ---------------------------------------------------------------------
+
+
+class RecordingReorder(ReorderBuffer):
+    """Remembers how long each held packet was allowed to wait."""
+
+    def __init__(self, net: Network, after: float) -> None:
+        super().__init__()
+        self.net, self.after, self.holds = net, after, list[float]()
+
+    def push(self, number: int, packet: bytes, deadline: float) -> list[bytes] | None:
+        if self.net.now >= self.after:
+            self.holds.append(deadline - self.net.now)
+        return super().push(number, packet, deadline)
+
+
+@pytest.mark.parametrize(
+    ("delays", "jitter_ms"), [((10.0, 30.0), 0.0), ((10.0, 30.0), 3.0), ((10.0, 40.0), 5.0)]
+)
+def test_the_hold_is_at_most_skew_plus_jitter_plus_a_margin(
+    delays: tuple[float, float], jitter_ms: float
+) -> None:
+    net = Network([LinkModel(50.0, d, jitter_ms) for d in delays], seed=3)
+    recorder = RecordingReorder(net, after=2.5)  # past the engine's 2 s start-up hold
+    net.server.reorder = recorder
+    source = Cbr(net, 65.0)
+    holds = []
+    while net.now < 3.5:
+        net.run_until(net.now + 0.25, source)
+        if net.now >= 2.5:
+            holds.append(net.server.snapshot(net.now).reorder.hold_ms)
+    skew_ms = delays[1] - delays[0]
+    margin_ms = 3.0
+    # what each held packet may wait (measured: 12.7, 16.1, 21.0 ms)
+    assert recorder.holds and max(recorder.holds) * 1000 <= skew_ms + 2 * jitter_ms + margin_ms
+    # the reported ceiling is relative to the earliest arrival ever, so it also spans the
+    # fast path's own queue (up to MAX_QUEUE_DELAY_S) (measured: 27.2, 27.0, 33.4 ms)
+    assert max(holds) <= skew_ms + 2 * jitter_ms + 1000 * MAX_QUEUE_DELAY_S + margin_ms
+    assert net.server.snapshot(net.now).reorder.released_late == 0  # and it is long enough
+
+
+# -- the rate model -------------------------------------------------------------------------
+
+
+def rates_under_load(rates: tuple[float, float], offered_mbit: float) -> list[float]:
+    """The client's rate model of each path after 3 s at ``offered_mbit``, in the link
+    model's units (Mbit/s of datagrams + 28 bytes)."""
+    net = Network([LinkModel(r, 10.0, 0.5) for r in rates], seed=5)
+    source = Cbr(net, offered_mbit)
+    net.run_until(3.0, source)
+    scale = (DATAGRAM_SIZE + NETSIM_OVERHEAD) / (DATAGRAM_SIZE + ENGINE_OVERHEAD)
+    return [p.rate * 8 / 1e6 * scale for p in net.client.paths]
+
+
+@pytest.mark.parametrize(
+    ("rates", "offered"),
+    [((50.0, 50.0), 95.0), ((80.0, 20.0), 85.0)],
+    ids=["2x50-saturated", "80+20-at-85-percent"],
+)
+def test_estimated_rates_are_within_10_percent_of_the_links(
+    rates: tuple[float, float], offered: float
+) -> None:
+    for estimate, real in zip(rates_under_load(rates, offered), rates, strict=True):
+        assert estimate == pytest.approx(real, rel=0.10)
+
+
+def test_a_path_loaded_below_its_capacity_has_a_rate_model_between_its_load_and_its_rate() -> None:
+    """2 x 50 at 80 offered: neither path queues, so nothing shows the model its capacity (it
+    grows only when a path drains faster than modelled). The model is then a lower bound that
+    still carries the load: at least the 40 each path carries, never above the link."""
+    for estimate in rates_under_load((50.0, 50.0), 80.0):
+        assert 40.0 <= estimate <= 50.0 * 1.10
+
+
+# -- v1 mode ----------------------------------------------------------------------------------
+
+
+def test_v1_heartbeats_every_2_s_round_robin_and_never_feedback() -> None:
+    net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 30.0)], v2=False)
+    net.run_until(9.0)
+    before = [net.sent_on("client", i, HEARTBEAT) for i in range(2)]
+    net.run_until(109.0)
+    after = [net.sent_on("client", i, HEARTBEAT) for i in range(2)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [50, 50]
+    up = Cbr(net, 20.0)
+    net.run_until(111.0, up)
+    assert net.sent_on("client", 0, IP) - net.sent_on("client", 1, IP) in (-1, 0, 1)
+    down = Cbr(net, 20.0, side="server")
+    net.run_until(113.0, down)
+    net.run_until(114.0)
+    assert sum(n for (_, _, t), n in net.tally.items() if t == FEEDBACK) == 0
+    assert len(net.delivered["server"]) == up.sent
+    assert len(net.delivered["client"]) == down.sent
+
+
+def test_v1_datagrams_leave_the_v2_reserved_bytes_zero() -> None:
+    """A Go v1 peer's view: bytes 13..21 of every header are zero, control packets seq 0."""
+    client = BondEngine(DataSession(SESSION_ID, KEY), BondConfig(Role.CLIENT, v2=False), 0.0)
+    client.add_path(0, "wan1", 0.0)
+    client.send_handshakes(0.0)
+    sent = client.send([udp_packet(1)], 0.0)[0]
+    client.on_timer(0.0)  # the first heartbeat
+    sent += client.outgoing().get(0, [])
+    assert sent and all(d[13:22] == bytes(9) for d in sent)
+    go_server = DataSession(SESSION_ID, KEY)  # what a Go v1 server does with them
+    assert [go_server.open(d) is not None for d in sent] == [True] * len(sent)
+    # and a Go client's datagrams are accepted by our v1 server engine
+    server = BondEngine(DataSession(SESSION_ID, KEY), BondConfig(Role.SERVER, v2=False), 0.0)
+    go_client = DataSession(SESSION_ID, KEY)
+    address = ("198.51.100.7", 5555)
+    packet = udp_packet(7)
+    sealed = go_client.seal_ip(packet)
+    assert sealed is not None
+    ready = server.receive(address, [go_client.seal_handshake(), go_client.seal_heartbeat(1)], 0.1)
+    assert ready == []
+    assert server.receive(address, [sealed], 0.1) == [packet]
+    echoes = server.outgoing()[address]
+    assert [go_client.open(e) is not None for e in echoes] == [True]
+    assert all(e[13:22] == bytes(9) for e in echoes)
+
+
+# -- malformed feedback ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", [b"", b"\x01", b"\x01" + bytes(20), b"\x11" + bytes(21 * 17)])
+def test_malformed_feedback_is_counted_not_raised(payload: bytes) -> None:
+    server = BondEngine(
+        DataSession(SESSION_ID, KEY, numbered_control=True), BondConfig(Role.SERVER, v2=True), 0.0
+    )
+    peer = DataSession(SESSION_ID, KEY, numbered_control=True)
+    fields = int(HeaderFlag.PATH_FIELDS)
+    datagram = peer.seal_control(FEEDBACK, payload, fields, path_word(0, 1), 1000)
+    assert server.receive(("198.51.100.7", 5555), [datagram], 0.1) == []
+    assert server.codec.drops.snapshot() == {"malformed_control": 1}
+    assert server.codec.drops[DropReason.MALFORMED_CONTROL] == 1
