@@ -90,3 +90,20 @@ def test_odd_fields_never_crash_the_view(tmp_path: Path) -> None:
         None,
         None,
     ]
+
+
+def test_a_stats_file_of_root_read_by_a_user_says_use_sudo(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stats = write_stats(tmp_path / "server-stats.json", server_stats())
+
+    def denied(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)  # what a 0600 root file gives a user
+    with pytest.raises(NotRunningError, match=r"permission denied .*use sudo"):
+        read_server_snapshot(tmp_path)
+    with pytest.raises(NotRunningError, match="permission denied"):
+        write_stats(tmp_path / "client-stats.json", client_stats())
+        read_client_snapshot(tmp_path)
+    assert stats.exists()

@@ -97,3 +97,35 @@ def test_status_with_a_bad_flag(capsys: pytest.CaptureFixture[str]) -> None:
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "-jsn" in err, err
+
+
+def test_a_load_balance_client_gets_its_uplinks_as_rows(tmp_path: Path) -> None:
+    body = {
+        "mode": "load-balance",
+        "active": 2,
+        "uplinks": [
+            {
+                "ifname": name,
+                "state": state,
+                "weight": 1,
+                "probes": {"IPv4": {"srtt_ms": 20.0, "loss_pct": 0.0}},
+                "tx_bytes": 1000,
+                "rx_bytes": 2000,
+                "tx_rate_bps": 2e6,
+                "rx_rate_bps": 1e6,
+                "share_pct": 50.0,
+            }
+            for name, state in (("eth0", "up"), ("wwan0", "down"))
+        ],
+    }
+    write_stats(tmp_path / "loadbalance-stats.json", body)
+    snapshot, rates = with_measured_rates(lambda: read_client_snapshot(tmp_path))
+    table = status_table(snapshot, rates)
+    assert table.startswith("client, load-balance: 2 uplink(s) in the route")
+    rows = {
+        line.split()[0]: line.split()
+        for line in table.splitlines()
+        if "  eth0" in line or "  wwan0" in line
+    }
+    assert rows["eth0"][1:3] == ["alive", "20.0"] and rows["wwan0"][1] == "dead"
+    assert "3.0" in rows["eth0"] and "50" in rows["eth0"]  # rate Mbit/s and share %
