@@ -14,9 +14,10 @@ import socket
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from fluxify.linux import rx_timestamps
+from fluxify.linux import rx_timestamps, udp_offload
 from fluxify.linux.engine_timer import EngineTimers
 from fluxify.linux.tun_writer import TunWriter
+from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondEngine, BondSnapshot
 from fluxify.protocol.drops import DropReason
 
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 DRAIN_BUDGET = 256  # datagrams or TUN packets per wake-up, for fairness between fds
 RECEIVE_BUFFER_BYTES = 2048
 TUN_READ_BYTES = 65536
+RECEIVE_ANCILLARY_SPACE = rx_timestamps.TIMESTAMP_SPACE + udp_offload.GRO_SPACE
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,20 @@ class ClientDataPlane:
         self.tun_packets_read = 0
         self._timers = EngineTimers(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
+        counts = self.drops.counts
+        self.senders = [
+            UdpSender(u.sock, counts, gso=udp_offload.gso_supported(u.sock)) for u in self.uplinks
+        ]
+        gro = [udp_offload.enable_gro(u.sock) for u in self.uplinks]
+        self.gro = any(gro)  # a coalesced read needs the large buffer; it is split by its cmsg
+        size = udp_offload.GRO_BUFFER_BYTES if self.gro else RECEIVE_BUFFER_BYTES
+        self._rx_buffer = bytearray(size)
+        self._rx_view = memoryview(self._rx_buffer)
+        log.info(
+            "data plane offloads: UDP GSO %s, UDP GRO %s",
+            "on" if all(s.gso for s in self.senders) else "off",
+            "on" if all(gro) else "off",
+        )
 
     @property
     def engine(self) -> BondEngine[int]:
@@ -125,19 +141,20 @@ class ClientDataPlane:
         self._timers.arm(0, tunnel.engine.next_timer())
 
     def on_datagrams(self, index: int) -> None:
-        sock = self.uplinks[index].sock
-        recvmsg = sock.recvmsg
+        recvmsg_into = self.uplinks[index].sock.recvmsg_into
+        buffers = [self._rx_buffer]
+        view = self._rx_view
+        gro = self.gro
         server = self.tunnel.server
         counts = self.drops.counts
         offset = rx_timestamps.wall_minus_monotonic()
         stamp = rx_timestamps.arrival
+        segment_size = udp_offload.gro_segment_size
         batch: list[bytes] = []
         arrivals: list[float | None] = []
-        for _ in range(DRAIN_BUDGET):
+        while len(batch) < DRAIN_BUDGET:
             try:
-                data, ancdata, _flags, address = recvmsg(
-                    RECEIVE_BUFFER_BYTES, rx_timestamps.TIMESTAMP_SPACE
-                )
+                size, ancdata, _flags, address = recvmsg_into(buffers, RECEIVE_ANCILLARY_SPACE)
             except BlockingIOError:
                 break
             except OSError:  # e.g. ECONNREFUSED from an ICMP error; keep reading
@@ -145,8 +162,16 @@ class ClientDataPlane:
             if address[0] != server[0] or address[1] != server[1]:
                 counts[DropReason.FOREIGN_SOURCE] += 1  # only the server speaks to us
                 continue
-            batch.append(data)
-            arrivals.append(stamp(ancdata, offset))
+            data = view[:size].tobytes()
+            at = stamp(ancdata, offset)
+            segment = segment_size(ancdata) if gro else 0
+            if 0 < segment < size:  # a coalesced burst, all from the server's address
+                for start in range(0, size, segment):
+                    batch.append(data[start : start + segment])
+                    arrivals.append(at)
+            else:
+                batch.append(data)
+                arrivals.append(at)
         if not batch:
             return
         now = self._now()
@@ -176,17 +201,9 @@ class ClientDataPlane:
 
     def _transmit(self, outgoing: dict[int, list[bytes]]) -> None:
         server = self.tunnel.server
-        counts = self.drops.counts
-        uplinks = self.uplinks
+        senders = self.senders
         for key, datagrams in outgoing.items():
-            sendto = uplinks[key].sock.sendto
-            for datagram in datagrams:
-                try:
-                    sendto(datagram, server)
-                except BlockingIOError:
-                    counts[DropReason.QUEUE_FULL] += 1
-                except OSError:
-                    counts[DropReason.SEND_FAILED] += 1
+            senders[key].send(datagrams, server, [])
 
     def _now(self) -> float:
         loop = self._loop or asyncio.get_running_loop()

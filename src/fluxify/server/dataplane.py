@@ -18,9 +18,10 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from fluxify.linux import rx_timestamps
+from fluxify.linux import rx_timestamps, udp_offload
 from fluxify.linux.engine_timer import EngineTimers
 from fluxify.linux.tun_writer import TunWriter
+from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondConfig, BondEngine, BondSnapshot, Role
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import MIN_DATAGRAM_SIZE, peek_session_id
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 DRAIN_BUDGET = 256
 RECEIVE_BUFFER_BYTES = 2048  # a v1 datagram is at most 1450 bytes; more fails its length check
 TUN_READ_BYTES = 65536
+RECEIVE_ANCILLARY_SPACE = ANCILLARY_SPACE + udp_offload.GRO_SPACE
 SESSION_IDLE_S = 120.0  # a session with no authenticated datagram this long is expired
 
 
@@ -93,6 +95,17 @@ class ServerDataPlane:
         self._timers = EngineTimers(self._on_timer)
         self.tun = TunWriter(tun_fd, self.drops)
         self.tun_packets_read = 0
+        self.sender = UdpSender(sock, self.drops.counts, gso=udp_offload.gso_supported(sock))
+        self.gro = udp_offload.enable_gro(sock)
+        self._rx_buffer = bytearray(
+            udp_offload.GRO_BUFFER_BYTES if self.gro else RECEIVE_BUFFER_BYTES
+        )
+        self._rx_view = memoryview(self._rx_buffer)
+        log.info(
+            "data plane offloads: UDP GSO %s, UDP GRO %s",
+            "on" if self.sender.gso else "off",
+            "on" if self.gro else "off",
+        )
 
     # -- sessions (control plane side) ------------------------------------------------------
 
@@ -151,7 +164,11 @@ class ServerDataPlane:
     def on_datagrams(self) -> None:
         """Drain the UDP socket; hand each session's consecutive datagrams from one address to
         its engine as one batch."""
-        recvmsg = self.sock.recvmsg
+        recvmsg_into = self.sock.recvmsg_into
+        buffers = [self._rx_buffer]
+        view = self._rx_view
+        gro = self.gro
+        segment_size = udp_offload.gro_segment_size
         sessions = self.sessions
         counts = self.drops.counts
         now = self._clock()
@@ -162,25 +179,35 @@ class ServerDataPlane:
         current_ancdata: list[tuple[int, int, bytes]] = []
         batch: list[bytes] = []
         arrivals: list[float | None] = []
-        for _ in range(DRAIN_BUDGET):
+        read = 0
+        while read < DRAIN_BUDGET:
             try:
-                data, ancdata, _flags, address = recvmsg(RECEIVE_BUFFER_BYTES, ANCILLARY_SPACE)
+                size, ancdata, _flags, address = recvmsg_into(buffers, RECEIVE_ANCILLARY_SPACE)
             except BlockingIOError:
                 break
             except OSError:  # a queued ICMP error on the socket; the next read goes on
                 continue
-            session = sessions.get(peek_session_id(data))
-            if session is None:
-                too_short = len(data) < MIN_DATAGRAM_SIZE
-                counts[DropReason.TOO_SHORT if too_short else DropReason.UNKNOWN_SESSION] += 1
-                continue
-            if session is not current or address != current_address:
-                if current is not None and current_address is not None:
-                    self._receive(current, current_address, current_ancdata, batch, arrivals, now)
-                current, current_address, current_ancdata = session, address, ancdata
-                batch, arrivals = [], []
-            batch.append(data)
-            arrivals.append(stamp(ancdata, offset))
+            data = view[:size].tobytes()
+            at = stamp(ancdata, offset)
+            segment = segment_size(ancdata) if gro else 0
+            # A coalesced burst came from one address; its datagrams are split here.
+            pieces = [data] if not 0 < segment < size else udp_offload.split_gro(data, segment)
+            read += len(pieces)
+            for piece in pieces:
+                session = sessions.get(peek_session_id(piece))
+                if session is None:
+                    too_short = len(piece) < MIN_DATAGRAM_SIZE
+                    counts[DropReason.TOO_SHORT if too_short else DropReason.UNKNOWN_SESSION] += 1
+                    continue
+                if session is not current or address != current_address:
+                    if current is not None and current_address is not None:
+                        self._receive(
+                            current, current_address, current_ancdata, batch, arrivals, now
+                        )
+                    current, current_address, current_ancdata = session, address, ancdata
+                    batch, arrivals = [], []
+                batch.append(piece)
+                arrivals.append(at)
         if current is not None and current_address is not None:
             self._receive(current, current_address, current_ancdata, batch, arrivals, now)
 
@@ -274,18 +301,10 @@ class ServerDataPlane:
         self._timers.arm(session.session_id, engine.next_timer())
 
     def _send(self, session: ServerSession, outgoing: dict[Address, list[bytes]]) -> None:
-        sendmsg = self.sock.sendmsg
-        counts = self.drops.counts
+        send = self.sender.send
         ancillary = session.ancillary
         for address, datagrams in outgoing.items():
-            anc = ancillary.get(address, [])
-            for datagram in datagrams:
-                try:
-                    sendmsg([datagram], anc, 0, address)
-                except BlockingIOError:
-                    counts[DropReason.QUEUE_FULL] += 1
-                except OSError:
-                    counts[DropReason.SEND_FAILED] += 1
+            send(datagrams, address, ancillary.get(address, []))
 
     # -- housekeeping (once a second) ----------------------------------------------------------
 
