@@ -637,11 +637,32 @@ def _add_service_flags(parser: FlagParser, prog: str, metrics_example: str) -> N
         help=f"serve Prometheus /metrics on this address only, e.g. {metrics_example} "
         "(default: off)",
     )
+    add_flag(
+        parser,
+        "no-offload",
+        action=_NoOffload,
+        nargs=0,
+        help="move packets one at a time: no UDP GSO/GRO, no TUN TSO (debugging; "
+        "the same as FLUXIFY_NO_OFFLOAD=1)",
+    )
     _add_version_flag(parser)
     parser.epilog = (
         f"'{prog} status [-json]' prints the live state of the running {prog.split('-')[1]} "
         "(paths, RTT, rates, shares, drops)."
     )
+
+
+class _NoOffload(argparse.Action):
+    """``-no-offload``: sets FLUXIFY_NO_OFFLOAD=1, which the data plane reads when it starts."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        os.environ["FLUXIFY_NO_OFFLOAD"] = "1"
 
 
 def _add_version_flag(parser: FlagParser) -> None:
