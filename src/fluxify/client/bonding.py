@@ -30,6 +30,7 @@ from fluxify.client.uplinks import (
     resolve_server,
 )
 from fluxify.errors import ConfigError, ControlError
+from fluxify.linux import tun_offload
 from fluxify.linux.journal import Journal
 from fluxify.linux.netlink import Netlink
 from fluxify.linux.statefiles import write_private_json
@@ -164,7 +165,7 @@ class BondingClient:
         )
 
     def _bring_up_tun(self, journal: Journal, response: SessionResponse) -> None:
-        self._tun = tun = Tun.open("")
+        self._tun = tun = Tun.open("", extra_flags=tun_offload.open_flags())
         netlink = journal.netlink
         netlink.add_address(tun.name, f"{response.client_ip}/{TUN_PREFIX_V4}")
         if response.client_ip6 is not None:

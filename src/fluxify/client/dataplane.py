@@ -9,14 +9,13 @@ rates live in ``protocol.bond``.
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 
-from fluxify.linux import rx_timestamps, udp_offload
+from fluxify.linux import rx_timestamps, tun_offload, udp_offload
 from fluxify.linux.engine_timer import EngineTimers
-from fluxify.linux.tun_writer import TunWriter
+from fluxify.linux.tun_offload import TunReader
 from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondEngine, BondSnapshot
 from fluxify.protocol.drops import DropReason
@@ -24,8 +23,8 @@ from fluxify.protocol.drops import DropReason
 log = logging.getLogger(__name__)
 
 DRAIN_BUDGET = 256  # datagrams or TUN packets per wake-up, for fairness between fds
+TIMER_DRAIN_ROUNDS = 8  # before deadlines run, read up to 8 x DRAIN_BUDGET waiting datagrams
 RECEIVE_BUFFER_BYTES = 2048
-TUN_READ_BYTES = 65536
 RECEIVE_ANCILLARY_SPACE = rx_timestamps.TIMESTAMP_SPACE + udp_offload.GRO_SPACE
 
 
@@ -57,7 +56,9 @@ class ClientDataPlane:
         self.uplinks = list(uplinks)
         self.tunnel = tunnel
         self.drops = tunnel.engine.codec.drops
-        self.tun = TunWriter(tun_fd, self.drops)
+        self.tun = tun_offload.tun_writer(tun_fd, self.drops)
+        self.tun_reader = TunReader(tun_fd, self.drops)
+        tso = self.tun_reader.vnet and tun_offload.enable_tso(tun_fd)
         self.tun_packets_read = 0
         self._timers = EngineTimers(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,9 +72,10 @@ class ClientDataPlane:
         self._rx_buffer = bytearray(size)
         self._rx_view = memoryview(self._rx_buffer)
         log.info(
-            "data plane offloads: UDP GSO %s, UDP GRO %s",
+            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s",
             "on" if all(s.gso for s in self.senders) else "off",
             "on" if all(gro) else "off",
+            "on" if tso else "off",
         )
 
     @property
@@ -111,19 +113,11 @@ class ClientDataPlane:
         self._flush()
 
     def on_tun_packets(self) -> None:
-        read = os.read
-        fd = self.tun_fd
         tunnel = self.tunnel
         inner_v4, inner_v6 = tunnel.inner_v4, tunnel.inner_v6
         counts = self.drops.counts
         batch: list[bytes] = []
-        for _ in range(DRAIN_BUDGET):
-            try:
-                packet = read(fd, TUN_READ_BYTES)
-            except BlockingIOError:
-                break
-            if not packet:
-                continue
+        for packet in self.tun_reader.read(DRAIN_BUDGET):
             version = packet[0] >> 4
             if version == 4:
                 ours = packet[12:16] == inner_v4
@@ -140,7 +134,8 @@ class ClientDataPlane:
         self._transmit(tunnel.engine.send(batch, now))
         self._timers.arm(0, tunnel.engine.next_timer())
 
-    def on_datagrams(self, index: int) -> None:
+    def on_datagrams(self, index: int) -> int:
+        """Drain uplink ``index``'s socket into the engine; returns how many datagrams were read."""
         recvmsg_into = self.uplinks[index].sock.recvmsg_into
         buffers = [self._rx_buffer]
         view = self._rx_view
@@ -173,19 +168,22 @@ class ClientDataPlane:
                 batch.append(data)
                 arrivals.append(at)
         if not batch:
-            return
+            return 0
         now = self._now()
         engine = self.engine
         ready = engine.receive(index, batch, now, arrivals)
         if ready:
             self.tun.write_all(ready)
         self._flush()
+        return len(batch)
 
     def _on_timer(self, _key: Hashable) -> None:
         # First read what already arrived: a held packet's gap may be closed by a datagram that
         # is waiting in a socket, and the engine's deadlines count from kernel arrival times.
         for index in range(len(self.uplinks)):
-            self.on_datagrams(index)
+            for _ in range(TIMER_DRAIN_ROUNDS):
+                if self.on_datagrams(index) < DRAIN_BUDGET:
+                    break  # drained
         now = self._now()
         ready = self.engine.on_timer(now)
         if ready:

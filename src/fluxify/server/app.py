@@ -13,7 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from fluxify.linux import nftables
+from fluxify.linux import nftables, tun_offload
 from fluxify.linux.journal import Journal
 from fluxify.linux.limits import raise_open_file_limit
 from fluxify.linux.statefiles import ensure_private_dir, write_private_json
@@ -104,7 +104,7 @@ class BondingServer:
         log.info("server: stopped; NAT table, sysctls and TUN removed")
 
     def _bring_up_host(self, journal: Journal) -> Tun:
-        tun = Tun.open(self.config.tun_name)
+        tun = Tun.open(self.config.tun_name, extra_flags=tun_offload.open_flags())
         try:
             netlink = journal.netlink
             netlink.add_address(tun.name, f"{SERVER_TUN_V4}/{TUN_PREFIX_V4}")

@@ -11,16 +11,15 @@ serves every engine's deadlines. Each reader drains its fd until it would block 
 
 import asyncio
 import logging
-import os
 import socket
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from fluxify.linux import rx_timestamps, udp_offload
+from fluxify.linux import rx_timestamps, tun_offload, udp_offload
 from fluxify.linux.engine_timer import EngineTimers
-from fluxify.linux.tun_writer import TunWriter
+from fluxify.linux.tun_offload import TunReader
 from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondConfig, BondEngine, BondSnapshot, Role
 from fluxify.protocol.drops import DropCounters, DropReason
@@ -38,8 +37,8 @@ log = logging.getLogger(__name__)
 
 DRAIN_BUDGET = 256
 RECEIVE_BUFFER_BYTES = 2048  # a v1 datagram is at most 1450 bytes; more fails its length check
-TUN_READ_BYTES = 65536
 RECEIVE_ANCILLARY_SPACE = ANCILLARY_SPACE + udp_offload.GRO_SPACE
+TIMER_DRAIN_ROUNDS = 8  # before deadlines run, read up to 8 x DRAIN_BUDGET waiting datagrams
 SESSION_IDLE_S = 120.0  # a session with no authenticated datagram this long is expired
 
 
@@ -93,7 +92,9 @@ class ServerDataPlane:
         self._on_expire = on_expire
         self._clock = clock
         self._timers = EngineTimers(self._on_timer)
-        self.tun = TunWriter(tun_fd, self.drops)
+        self.tun = tun_offload.tun_writer(tun_fd, self.drops)
+        self.tun_reader = TunReader(tun_fd, self.drops)
+        tso = self.tun_reader.vnet and tun_offload.enable_tso(tun_fd)
         self.tun_packets_read = 0
         self.sender = UdpSender(sock, self.drops.counts, gso=udp_offload.gso_supported(sock))
         self.gro = udp_offload.enable_gro(sock)
@@ -102,9 +103,10 @@ class ServerDataPlane:
         )
         self._rx_view = memoryview(self._rx_buffer)
         log.info(
-            "data plane offloads: UDP GSO %s, UDP GRO %s",
+            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s",
             "on" if self.sender.gso else "off",
             "on" if self.gro else "off",
+            "on" if tso else "off",
         )
 
     # -- sessions (control plane side) ------------------------------------------------------
@@ -161,9 +163,9 @@ class ServerDataPlane:
         loop.remove_reader(self.tun_fd)
         self._timers.detach()
 
-    def on_datagrams(self) -> None:
+    def on_datagrams(self) -> int:
         """Drain the UDP socket; hand each session's consecutive datagrams from one address to
-        its engine as one batch."""
+        its engine as one batch. Returns how many datagrams were read."""
         recvmsg_into = self.sock.recvmsg_into
         buffers = [self._rx_buffer]
         view = self._rx_view
@@ -210,6 +212,7 @@ class ServerDataPlane:
                 arrivals.append(at)
         if current is not None and current_address is not None:
             self._receive(current, current_address, current_ancdata, batch, arrivals, now)
+        return read
 
     def _receive(  # noqa: PLR0917 - one batch of the drain loop, as it collected it
         self,
@@ -243,18 +246,10 @@ class ServerDataPlane:
 
     def on_tun_packets(self) -> None:
         """Drain the TUN: batch packets per destination session, hand each batch to its engine."""
-        read = os.read
-        fd = self.tun_fd
         by_inner = self.by_inner
         counts = self.drops.counts
         batches: dict[int, list[bytes]] = {}
-        for _ in range(DRAIN_BUDGET):
-            try:
-                packet = read(fd, TUN_READ_BYTES)
-            except BlockingIOError:
-                break
-            if not packet:
-                continue
+        for packet in self.tun_reader.read(DRAIN_BUDGET):
             version = packet[0] >> 4
             key = packet[16:20] if version == 4 else packet[24:40] if version == 6 else b""
             session = by_inner.get(key)
@@ -281,7 +276,9 @@ class ServerDataPlane:
             return
         # First read what already arrived: a held packet's gap may be closed by a datagram that
         # is waiting in the socket, and the engine's deadlines count from kernel arrival times.
-        self.on_datagrams()
+        for _ in range(TIMER_DRAIN_ROUNDS):
+            if self.on_datagrams() < DRAIN_BUDGET:
+                break  # drained
         ready = session.engine.on_timer(self._clock())
         if ready:
             self._deliver(session, ready)

@@ -1,0 +1,168 @@
+"""The TUN with offloads: a virtio-net header on every packet, TCP super-packets split on read.
+
+Opened with ``IFF_VNET_HDR`` and ``TUNSETOFFLOAD`` (checksum, TSO4, TSO6), the TUN hands over
+TCP packets of up to 64 KiB with their segment size; one read then replaces ~45 (measured:
+0.16 µs per 1434 B against 0.89 for a plain read). :class:`TunReader` splits them at once
+(``protocol.tcp_segment``), so the engine and the wire see ordinary MTU-sized IP packets with
+complete checksums, as a v1 peer expects. Packets the stack left with a partial checksum
+(``NEEDS_CSUM``) are completed. Every write carries a 10-byte header of zeros: a plain packet
+whose checksums the kernel verifies. Without a vnet header (offloads off, an older caller) both
+classes read and write plain packets.
+"""
+
+import fcntl
+import logging
+import os
+import struct
+
+from fluxify.linux.tun import IFF_VNET_HDR, TUNSETOFFLOAD
+from fluxify.linux.tun_writer import TunWriter
+from fluxify.linux.udp_offload import offloads_disabled
+from fluxify.protocol.drops import DropCounters, DropReason
+from fluxify.protocol.tcp_segment import complete_checksum, split_tso
+
+log = logging.getLogger(__name__)
+
+TUNGETIFF = 0x800454D2
+TUN_F_CSUM = 0x01  # we take packets with a partial checksum (NEEDS_CSUM)
+TUN_F_TSO4 = 0x02  # ... and TCP super-packets (needs TUN_F_CSUM)
+TUN_F_TSO6 = 0x04
+VIRTIO_NET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start/offset
+VNET_HDR_SIZE = VIRTIO_NET_HDR.size  # 10 (TUNGETVNETHDRSZ's default)
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 0x01
+VIRTIO_NET_HDR_GSO_NONE = 0
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+VIRTIO_NET_HDR_GSO_TCPV6 = 4
+VIRTIO_NET_HDR_GSO_ECN = 0x80
+READ_BUFFER_BYTES = VNET_HDR_SIZE + 65536  # the largest super-packet and its header
+PLAIN_READ_BYTES = 65536
+_ZERO_HEADER = bytes(VNET_HDR_SIZE)
+_IFREQ = struct.Struct("16sH22x")
+_TCP_GSO = frozenset({VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6})
+
+
+def open_flags() -> int:
+    """The extra ``Tun.open`` flags for a data-plane TUN: ``IFF_VNET_HDR`` unless offloads are
+    turned off (``-no-offload``)."""
+    return 0 if offloads_disabled() else IFF_VNET_HDR
+
+
+def has_vnet_header(fd: int) -> bool:
+    """True when TUN ``fd`` was opened with ``IFF_VNET_HDR`` (False for anything else)."""
+    try:
+        answer = fcntl.ioctl(fd, TUNGETIFF, bytes(_IFREQ.size))
+    except OSError:
+        return False
+    return bool(_IFREQ.unpack(answer)[1] & IFF_VNET_HDR)
+
+
+def enable_tso(fd: int) -> bool:
+    """Turn on checksum offload and TSO4/6 on a vnet TUN; False where the kernel refuses."""
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+    except OSError as exc:
+        log.warning("TUN offloads refused (%s): one packet per read", exc.strerror)
+        return False
+    return True
+
+
+class TunReader:
+    """Reads IP packets from a TUN ``fd``, a vnet one (super-packets split) or a plain one.
+
+    ``read(budget)`` returns the packets of reads until the TUN is drained or ``budget`` packets
+    were collected; ``super_packets`` counts the reads that were split. A packet that does not
+    parse as its header says is dropped and counted (``NOT_IP``). Not thread-safe.
+    """
+
+    __slots__ = ("_buffer", "_view", "drops", "fd", "super_packets", "vnet")
+
+    def __init__(self, fd: int, drops: DropCounters) -> None:
+        self.fd = fd
+        self.drops = drops
+        self.vnet = has_vnet_header(fd)
+        self.super_packets = 0
+        self._buffer = bytearray(READ_BUFFER_BYTES if self.vnet else 0)
+        self._view = memoryview(self._buffer)
+
+    def read(self, budget: int) -> list[bytes]:
+        if not self.vnet:
+            return self._read_plain(budget)
+        readv = os.readv
+        fd = self.fd
+        buffers = [self._buffer]
+        view = self._view
+        unpack = VIRTIO_NET_HDR.unpack_from
+        counts = self.drops.counts
+        packets: list[bytes] = []
+        while len(packets) < budget:
+            try:
+                size = readv(fd, buffers)
+            except BlockingIOError:
+                break
+            if size <= VNET_HDR_SIZE:
+                continue
+            flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = unpack(view)
+            gso_type &= ~VIRTIO_NET_HDR_GSO_ECN
+            if gso_type == VIRTIO_NET_HDR_GSO_NONE:
+                if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                    packet = bytearray(view[VNET_HDR_SIZE:size])
+                    if not complete_checksum(packet, csum_start, csum_offset):
+                        counts[DropReason.NOT_IP] += 1
+                        continue
+                    packets.append(bytes(packet))
+                else:
+                    packets.append(view[VNET_HDR_SIZE:size].tobytes())
+                continue
+            pieces = None
+            if gso_type in _TCP_GSO:
+                pieces = split_tso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
+            if pieces is None:
+                counts[DropReason.NOT_IP] += 1
+                continue
+            self.super_packets += 1
+            packets += pieces
+        return packets
+
+    def _read_plain(self, budget: int) -> list[bytes]:
+        read = os.read
+        fd = self.fd
+        packets: list[bytes] = []
+        while len(packets) < budget:
+            try:
+                packet = read(fd, PLAIN_READ_BYTES)
+            except BlockingIOError:
+                break
+            if packet:
+                packets.append(packet)
+        return packets
+
+
+class VnetTunWriter(TunWriter):
+    """A :class:`TunWriter` for a vnet TUN: each packet behind a header of zeros (no offload
+    asked: the kernel checks the packet's own checksums)."""
+
+    __slots__ = ()
+
+    def write(self, packet: bytes) -> None:
+        self.write_all([packet])
+
+    def write_all(self, packets: list[bytes]) -> None:
+        writev = os.writev
+        fd = self.fd
+        counts = self.drops.counts
+        written = 0
+        for packet in packets:
+            try:
+                writev(fd, (_ZERO_HEADER, packet))
+            except BlockingIOError:
+                counts[DropReason.QUEUE_FULL] += 1
+            except OSError:
+                counts[DropReason.SEND_FAILED] += 1
+            else:
+                written += 1
+        self.written += written
+
+
+def tun_writer(fd: int, drops: DropCounters) -> TunWriter:
+    """The writer that fits TUN ``fd``: with a vnet header or without."""
+    return VnetTunWriter(fd, drops) if has_vnet_header(fd) else TunWriter(fd, drops)

@@ -1,0 +1,116 @@
+"""Splitting a TCP segmentation-offload super-packet into MTU-sized IP packets; checksums.
+
+A TUN with TSO hands over one TCP packet of up to 64 KiB and the segment size (MSS) the stack
+chose. :func:`split_tso` cuts it the way a NIC would: per segment the IPv4 total length, ID
+(+1 per segment) and header checksum or the IPv6 payload length, the TCP sequence number,
+the flags (CWR on the first segment only, FIN and PSH on the last only) and a complete TCP
+checksum (RFC 793 §3.1 with the RFC 2460 §8.1 pseudo-header for IPv6). Complete, because every
+packet in the tunnel may go to a v1 peer, which writes it to a plain TUN. Pure byte work.
+
+Checksums use the ones'-complement identity 2^16 ≡ 1 (mod 0xFFFF): the big-endian sum of
+16-bit words is the buffer read as one integer, modulo 0xFFFF. Read little-endian it is the
+byte-swapped sum (RFC 1071 §2(B)) and CPython converts that ~35 % faster; a trailing odd byte
+then needs no padding.
+"""
+
+import struct
+
+IPV4_HEADER_MIN = 20
+IPV6_HEADER_SIZE = 40
+TCP_HEADER_MIN = 20
+TCP_PROTOCOL = 6
+TCP_CHECK_OFFSET = 16  # within the TCP header
+UDP_CHECK_OFFSET = 6  # within the UDP header
+TCP_FIN = 0x01
+TCP_PSH = 0x08
+TCP_CWR = 0x80
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+_ONES = 0xFFFF
+
+
+def _sum16(data: bytes | bytearray | memoryview) -> int:
+    """Ones'-complement sum (mod 0xFFFF) of ``data`` as big-endian 16-bit words."""
+    folded = int.from_bytes(data, "little") % _ONES
+    return ((folded & 0xFF) << 8) | (folded >> 8)
+
+
+def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
+    """The RFC 1071 checksum of ``data`` (even-aligned) plus ``initial`` (a partial sum)."""
+    return -(_sum16(data) + initial) % _ONES
+
+
+def complete_checksum(packet: bytearray, start: int, offset: int) -> bool:
+    """Finish a partial checksum in place (the kernel's CHECKSUM_PARTIAL, virtio NEEDS_CSUM).
+
+    The 16 bits at ``start + offset`` hold the folded pseudo-header sum; the checksum covers
+    ``packet[start:]``. A UDP checksum of 0 is sent as 0xFFFF (RFC 768). False when the offsets
+    do not fit the packet (nothing written)."""
+    field = start + offset
+    if start < 0 or offset < 0 or field + 2 > len(packet):
+        return False
+    check = internet_checksum(memoryview(packet)[start:])
+    if check == 0 and offset == UDP_CHECK_OFFSET:
+        check = _ONES
+    _U16.pack_into(packet, field, check)
+    return True
+
+
+def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
+    """The IP packets of TCP super-packet ``packet`` (IPv4 or IPv6, TCP at ``l4_offset``) with
+    at most ``mss`` payload bytes each, in order; None when it does not parse as one."""
+    size = len(packet)
+    if mss <= 0 or size < IPV4_HEADER_MIN or l4_offset + TCP_HEADER_MIN > size:
+        return None
+    version = packet[0] >> 4
+    if version == 4:
+        ip_header = (packet[0] & 0x0F) * 4
+        if ip_header < IPV4_HEADER_MIN or ip_header != l4_offset or packet[9] != TCP_PROTOCOL:
+            return None
+        addresses = _sum16(packet[12:20])
+    elif version == 6:
+        if l4_offset < IPV6_HEADER_SIZE:
+            return None
+        ip_header = 0
+        addresses = _sum16(packet[8:40])
+    else:
+        return None
+    tcp_header = (packet[l4_offset + 12] >> 4) * 4
+    headers = l4_offset + tcp_header
+    if tcp_header < TCP_HEADER_MIN or headers > size:
+        return None
+    template = bytearray(packet[:headers])
+    check_at = l4_offset + TCP_CHECK_OFFSET
+    template[check_at : check_at + 2] = b"\0\0"
+    first_id = _U16.unpack_from(packet, 4)[0] if version == 4 else 0
+    first_seq = _U32.unpack_from(packet, l4_offset + 4)[0]
+    flags = packet[l4_offset + 13]
+    view = memoryview(packet)
+    payload_bytes = size - headers
+    count = max(1, -(-payload_bytes // mss))
+    pseudo = addresses + TCP_PROTOCOL
+    out: list[bytes] = []
+    pack16 = _U16.pack_into
+    for index in range(count):
+        start = headers + index * mss
+        segment = view[start : start + mss]
+        tcp_length = tcp_header + len(segment)
+        if version == 4:
+            pack16(template, 2, l4_offset + tcp_length)
+            pack16(template, 4, (first_id + index) & 0xFFFF)
+            template[10:12] = b"\0\0"
+            pack16(template, 10, internet_checksum(memoryview(template)[:ip_header]))
+        else:
+            pack16(template, 4, l4_offset - IPV6_HEADER_SIZE + tcp_length)
+        _U32.pack_into(template, l4_offset + 4, (first_seq + index * mss) & 0xFFFF_FFFF)
+        segment_flags = flags
+        if index:
+            segment_flags &= ~TCP_CWR
+        if index != count - 1:
+            segment_flags &= ~(TCP_FIN | TCP_PSH)
+        template[l4_offset + 13] = segment_flags
+        template[check_at : check_at + 2] = b"\0\0"
+        partial = pseudo + tcp_length + _sum16(memoryview(template)[l4_offset:])
+        pack16(template, check_at, internet_checksum(segment, partial))
+        out.append(bytes(template) + segment)
+    return out

@@ -1,0 +1,169 @@
+"""TSO splitting and checksums against a plain word-by-word model (RFC 1071, RFC 793 §3.1,
+RFC 2460 §8.1): every segment is a valid IP packet, the payloads join back to the original, and
+the per-segment fields are those a NIC would write."""
+
+import ipaddress
+import os
+import struct
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fluxify.protocol.tcp_segment import (
+    TCP_CWR,
+    TCP_FIN,
+    TCP_PSH,
+    complete_checksum,
+    internet_checksum,
+    split_tso,
+)
+
+ACK = 0x10
+
+
+def model_sum(data: bytes) -> int:
+    """The textbook ones'-complement sum: 16-bit big-endian words, carries folded back."""
+    if len(data) % 2:
+        data += b"\0"
+    total = 0
+    for (word,) in struct.iter_unpack(">H", data):
+        total += word
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def model_checksum(data: bytes) -> int:
+    return ~model_sum(data) & 0xFFFF
+
+
+def pseudo(src: bytes, dst: bytes, length: int) -> bytes:
+    if len(src) == 4:
+        return src + dst + struct.pack(">BBH", 0, 6, length)
+    return src + dst + struct.pack(">IxxxB", length, 6)
+
+
+def tcp_header(seq: int, flags: int, options: bytes = b"") -> bytes:
+    offset = (20 + len(options)) // 4
+    return struct.pack(">HHIIBBHHH", 40000, 5201, seq, 77, offset << 4, flags, 512, 0, 0) + options
+
+
+def ipv4_packet(payload: bytes, flags: int, options: bytes = b"") -> bytes:
+    tcp = tcp_header(0xFFFF_FF00, flags, options) + payload
+    header = struct.pack(
+        ">BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0xFFFE, 0x4000, 64, 6, 0, SRC4, DST4
+    )
+    return header + tcp
+
+
+def ipv6_packet(payload: bytes, flags: int) -> bytes:
+    tcp = tcp_header(12345, flags) + payload
+    return struct.pack(">IHBB16s16s", 0x60000000, len(tcp), 6, 64, SRC6, DST6) + tcp
+
+
+SRC4 = ipaddress.IPv4Address("10.8.0.2").packed
+DST4 = ipaddress.IPv4Address("203.0.113.9").packed
+SRC6 = ipaddress.IPv6Address("fd00:8::2").packed
+DST6 = ipaddress.IPv6Address("2001:db8::9").packed
+TIMESTAMPS = bytes([1, 1, 8, 10]) + bytes(8)  # NOP NOP TS: a 32-byte TCP header
+
+
+def check_segment_v4(segment: bytes) -> tuple[int, int, int, bytes]:
+    assert model_sum(segment[:20]) == 0xFFFF  # the IP header checksum verifies
+    total, ident = struct.unpack_from(">HH", segment, 2)
+    assert total == len(segment)
+    tcp = segment[20:]
+    assert model_sum(pseudo(segment[12:16], segment[16:20], len(tcp)) + tcp) == 0xFFFF
+    seq = struct.unpack_from(">I", tcp, 4)[0]
+    data_offset = (tcp[12] >> 4) * 4
+    return ident, seq, tcp[13], tcp[data_offset:]
+
+
+def check_segment_v6(segment: bytes) -> tuple[int, int, bytes]:
+    length = struct.unpack_from(">H", segment, 4)[0]
+    assert length == len(segment) - 40
+    tcp = segment[40:]
+    assert model_sum(pseudo(segment[8:24], segment[24:40], len(tcp)) + tcp) == 0xFFFF
+    seq = struct.unpack_from(">I", tcp, 4)[0]
+    return seq, tcp[13], tcp[(tcp[12] >> 4) * 4 :]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000))
+def test_internet_checksum_matches_the_word_by_word_model(data: bytes) -> None:
+    # 0 and 0xFFFF are the two zeros of ones' complement; only all-zero data tells them apart.
+    assert internet_checksum(data) == model_checksum(data) % 0xFFFF
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    payload_size=st.integers(min_value=1, max_value=20000),
+    mss=st.integers(min_value=1, max_value=1500),
+    fin=st.booleans(),
+    options=st.sampled_from([b"", TIMESTAMPS]),
+)
+def test_ipv4_segments_are_valid_and_join_back(
+    payload_size: int, mss: int, fin: bool, options: bytes
+) -> None:
+    payload = os.urandom(payload_size)
+    flags = ACK | TCP_PSH | TCP_CWR | (TCP_FIN if fin else 0)
+    segments = split_tso(ipv4_packet(payload, flags, options), 20, mss)
+    assert segments is not None
+    assert len(segments) == -(-payload_size // mss)
+    joined = b""
+    for index, segment in enumerate(segments):
+        ident, seq, seg_flags, data = check_segment_v4(segment)
+        assert ident == (0xFFFE + index) & 0xFFFF
+        assert seq == (0xFFFF_FF00 + index * mss) & 0xFFFF_FFFF
+        assert len(data) <= mss
+        last = index == len(segments) - 1
+        assert seg_flags & (TCP_FIN | TCP_PSH) == ((flags & (TCP_FIN | TCP_PSH)) if last else 0)
+        assert bool(seg_flags & TCP_CWR) == (index == 0)
+        assert seg_flags & ACK
+        assert segment[20 + 20 : 20 + 20 + len(options)] == options
+        joined += data
+    assert joined == payload
+
+
+@settings(max_examples=100, deadline=None)
+@given(payload_size=st.integers(min_value=1, max_value=64000), mss=st.integers(1200, 1440))
+def test_ipv6_segments_are_valid_and_join_back(payload_size: int, mss: int) -> None:
+    payload = os.urandom(payload_size)
+    segments = split_tso(ipv6_packet(payload, ACK | TCP_PSH), 40, mss)
+    assert segments is not None
+    joined = b""
+    for index, segment in enumerate(segments):
+        seq, seg_flags, data = check_segment_v6(segment)
+        assert seq == 12345 + index * mss
+        assert bool(seg_flags & TCP_PSH) == (index == len(segments) - 1)
+        joined += data
+    assert joined == payload
+
+
+def test_what_does_not_parse_as_a_tcp_super_packet_is_refused() -> None:
+    good = ipv4_packet(b"x" * 3000, ACK)
+    assert split_tso(good, 20, 0) is None  # no segment size
+    assert split_tso(good, 24, 1000) is None  # TCP not where the IP header ends
+    assert split_tso(good[:30], 20, 1000) is None  # truncated TCP header
+    udp = bytearray(good)
+    udp[9] = 17
+    assert split_tso(bytes(udp), 20, 1000) is None
+    assert split_tso(b"\x00" * 60, 20, 1000) is None  # not IP
+    assert split_tso(ipv6_packet(b"y" * 100, ACK), 20, 1000) is None
+
+
+def test_a_partial_checksum_is_completed_like_the_kernel_would() -> None:
+    for payload_size in (0, 1, 1001):
+        packet = bytearray(ipv4_packet(os.urandom(payload_size), ACK))
+        tcp_length = len(packet) - 20
+        # NEEDS_CSUM: the check field holds the folded pseudo-header sum, not complemented.
+        struct.pack_into(">H", packet, 36, model_sum(pseudo(SRC4, DST4, tcp_length)))
+        assert complete_checksum(packet, 20, 16)
+        assert model_sum(pseudo(SRC4, DST4, tcp_length) + bytes(packet[20:])) == 0xFFFF
+    assert not complete_checksum(bytearray(30), 20, 16)
+
+
+def test_a_udp_checksum_of_zero_is_sent_as_all_ones() -> None:
+    # A datagram whose complete sum is 0xFFFF: its checksum would be 0, which means "none".
+    packet = bytearray(struct.pack(">HHHH", 0xFFFF, 0, 0, 0) + b"\0\0")
+    assert complete_checksum(packet, 0, 6)
+    assert packet[6:8] == b"\xff\xff"
