@@ -102,6 +102,14 @@ def server_parser() -> FlagParser:
     add_flag(parser, "tui", action="store_true", help="run the certificate manager TUI")
     add_flag(
         parser,
+        "protocol",
+        choices=("v2", "v1"),
+        default="v2",
+        help="v2 (default) accepts the bond engine's extension from Fluxify clients; v1 "
+        "answers every client as the original server would (comparisons, debugging)",
+    )
+    add_flag(
+        parser,
         "new-client",
         metavar="NAME",
         dest="new_client",
@@ -144,6 +152,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
         verbose=ns.verbose,
         log_level="debug" if ns.verbose else ns.log_level,
         metrics=ns.metrics,
+        protocol=ns.protocol,
     )
 
 
@@ -246,9 +255,9 @@ def client_parser() -> FlagParser:
         type=interface_list,
         default=(),
         metavar="A,B",
-        help="of -ifaces, the uplinks that carry data only while every other one is dead or "
-        "full (a metered LTE modem): e.g. -ifaces eth0,wwan0 -backup wwan0; an idle backup "
-        "costs under 1 MB a day of heartbeats and takes over within a second",
+        help="of -ifaces, the uplinks that carry data only while every other one is dead (a "
+        "metered LTE modem): e.g. -ifaces eth0,wwan0 -backup wwan0; an idle backup costs "
+        "under 1 MB a day of heartbeats and takes over within a second",
     )
     add_flag(
         parser,

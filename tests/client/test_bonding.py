@@ -22,7 +22,10 @@ from tests.client.bonding_harness import (
     wait_until,
 )
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, TUN, nftables")
+pytestmark = [
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, TUN, nftables"),
+]
 
 MB = 1_000_000
 

@@ -7,7 +7,14 @@ import struct
 
 import pytest
 
-from fluxify.protocol.bond import MAX_QUEUE_DELAY_S, BondConfig, BondEngine, Role
+from fluxify.protocol.bond import (
+    HOLD_MARGIN_S,
+    HOLD_SKEW_FACTOR,
+    MAX_QUEUE_DELAY_S,
+    BondConfig,
+    BondEngine,
+    Role,
+)
 from fluxify.protocol.bondpath import Priority
 from fluxify.protocol.drops import DropReason
 from fluxify.protocol.header import HeaderFlag, PacketType, path_word
@@ -148,8 +155,10 @@ def test_the_hold_is_at_most_skew_plus_jitter_plus_a_margin(
             holds.append(net.server.snapshot(net.now).reorder.hold_ms)
     skew_ms = delays[1] - delays[0]
     margin_ms = 3.0
-    # what each held packet may wait (measured: 12.7, 16.1, 21.0 ms)
-    assert recorder.holds and max(recorder.holds) * 1000 <= skew_ms + 2 * jitter_ms + margin_ms
+    # what each held packet may wait: 1.5 x (skew + jitter) + 5 ms, generous on purpose (a gap
+    # known lost is released at once, the deadline is the fallback) (measured: 21.5, 26.6, 34 ms)
+    bound_ms = HOLD_SKEW_FACTOR * (skew_ms + 2 * jitter_ms) + 1000 * HOLD_MARGIN_S
+    assert recorder.holds and max(recorder.holds) * 1000 <= bound_ms
     # the reported ceiling is relative to the earliest arrival ever, so it also spans the
     # fast path's own queue (up to MAX_QUEUE_DELAY_S) (measured: 27.2, 27.0, 33.4 ms)
     assert max(holds) <= skew_ms + 2 * jitter_ms + 1000 * MAX_QUEUE_DELAY_S + margin_ms

@@ -19,7 +19,7 @@ so each sender knows, per path and direction, one-way delay and queueing, delive
 loss. Scheduling is *earliest arrival*: a packet goes where it is expected to arrive first, base
 one-way delay + virtual queue ÷ rate (MPTCP's ECF is the nearest published idea); a path whose
 queue would exceed ``MAX_QUEUE_DELAY_S`` counts as full, so the tunnel never builds a standing
-queue of its own; backup paths carry data only when every primary is dead or full. The rate of
+queue of its own; backup paths carry data only when no primary is alive. The rate of
 each path's model follows its measured queueing: more than predicted, slower; less, faster.
 Without v2 (a Go peer) the engine speaks v1 byte for byte: heartbeats, round-robin uplink,
 lowest-delay downlink, and a reorder hold from the heartbeats' delay spread.
@@ -47,7 +47,9 @@ from fluxify.protocol.session import DataSession
 # Scheduling
 MAX_QUEUE_DELAY_S = 0.025  # a path queueing more is full: others first, so no standing queue
 FULL_PENALTY_S = 100.0  # a full path is chosen only when every path is full
-BACKUP_PENALTY_S = 10.0  # a backup is chosen only when every primary is full or dead
+# A backup is chosen only when no primary is alive. Not when the primaries are merely full: one
+# download keeps them full for as long as it lasts, and would spend a metered link's data.
+BACKUP_PENALTY_S = 1000.0
 # Liveness (bond-v2)
 TICK_S = 0.02  # feedback, liveness and hold refresh cadence while data flows
 ACTIVE_AFTER_DATA_S = 0.5  # the tick runs this long after the last data
@@ -68,7 +70,13 @@ FIRST_SEQ = 1
 MAX_REINJECTION_QUEUE = 8192  # packets waiting to be re-sent after a path died
 REINJECT_WINDOW = 16_000  # re-send no packet this far behind the newest: the replay window
 # Reordering
-HOLD_MARGIN_S = 0.002
+# A held packet waits for the gap before it: skew x 1.5 + 5 ms, the skew being how much later
+# than it the slowest active path's datagrams have recently arrived. Generous on purpose: a gap
+# that was really lost is released as soon as every path passed it (the horizon), so the
+# deadline only matters when a path goes quiet; releasing too early makes TCP retransmit and
+# halve its window for a packet that was only late.
+HOLD_MARGIN_S = 0.005
+HOLD_SKEW_FACTOR = 1.5
 JITTER_ALLOWANCE = 2.0  # a path's latest arrival: its recent peak one-way delay + 2 x jitter
 MAX_HOLD_S = 0.5
 ACTIVE_LANE_S = 2.0  # a path that delivered data this recently may still deliver a gap
@@ -439,8 +447,9 @@ class BondEngine(Generic[K]):
                 path.last_data = now
                 if v2:
                     self._feedback_due = True
-                    hold = self._hold_ceiling_s - owd_s
-                    hold = HOLD_MARGIN_S if hold < 0.0 else min(hold + HOLD_MARGIN_S, MAX_HOLD_S)
+                    skew = self._hold_ceiling_s - owd_s
+                    hold = HOLD_MARGIN_S if skew < 0.0 else HOLD_MARGIN_S + HOLD_SKEW_FACTOR * skew
+                    hold = min(hold, MAX_HOLD_S)
                 else:
                     hold = self._v1_hold_s
                 released = reorder.push(number, payload, arrived + hold)

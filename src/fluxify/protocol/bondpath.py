@@ -42,7 +42,7 @@ DATAGRAM_OVERHEAD = 42  # bytes a bottleneck counts beyond the datagram: IPv4 + 
 
 
 class Priority(IntEnum):
-    """A path's role: ``backup`` paths carry data only while no primary can (dead or full)."""
+    """A path's role: ``backup`` paths carry data only while no primary is alive."""
 
     PRIMARY = 0
     BACKUP = 1

@@ -83,7 +83,9 @@ class BondingServer:
                     context,
                     self.table,
                     self.config.udp_port,
-                    accepted_features=ACCEPTED_FEATURES,
+                    accepted_features=(
+                        ACCEPTED_FEATURES if self.config.protocol == "v2" else frozenset()
+                    ),
                     is_revoked=revocation.is_revoked,
                 )
                 await self.control.start(None, self.config.control_port)

@@ -27,4 +27,5 @@ class ServerConfig:
     verbose: bool = False
     log_level: str = "info"  # -log-level; -v means "debug"
     metrics: tuple[str, int] | None = None  # -metrics host:port; None: no /metrics
+    protocol: str = "v2"  # -protocol v1: accept no extension (a server as the original)
     extra: dict[str, str] = field(default_factory=dict)

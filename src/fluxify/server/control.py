@@ -171,7 +171,7 @@ class ControlServer:
                 f"the request names {request.client_name!r} but the certificate is {identity!r}"
             )
         extensions = None
-        if request.extensions is not None:
+        if request.extensions is not None and self._accepted:  # none accepted: answer as v1
             extensions = Extensions(EXTENSION_VERSION, request.extensions.features & self._accepted)
         session = self._table.open(
             identity,
