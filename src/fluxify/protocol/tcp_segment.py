@@ -29,7 +29,7 @@ _U32 = struct.Struct(">I")
 _ONES = 0xFFFF
 
 
-def _sum16(data: bytes | bytearray | memoryview) -> int:
+def ones_sum(data: bytes | bytearray | memoryview) -> int:
     """Ones'-complement sum (mod 0xFFFF) of ``data`` as big-endian 16-bit words."""
     folded = int.from_bytes(data, "little") % _ONES
     return ((folded & 0xFF) << 8) | (folded >> 8)
@@ -37,7 +37,7 @@ def _sum16(data: bytes | bytearray | memoryview) -> int:
 
 def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
     """The RFC 1071 checksum of ``data`` (even-aligned) plus ``initial`` (a partial sum)."""
-    return -(_sum16(data) + initial) % _ONES
+    return -(ones_sum(data) + initial) % _ONES
 
 
 def complete_checksum(packet: bytearray, start: int, offset: int) -> bool:
@@ -67,12 +67,12 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
         ip_header = (packet[0] & 0x0F) * 4
         if ip_header < IPV4_HEADER_MIN or ip_header != l4_offset or packet[9] != TCP_PROTOCOL:
             return None
-        addresses = _sum16(packet[12:20])
+        addresses = ones_sum(packet[12:20])
     elif version == 6:
         if l4_offset < IPV6_HEADER_SIZE:
             return None
         ip_header = 0
-        addresses = _sum16(packet[8:40])
+        addresses = ones_sum(packet[8:40])
     else:
         return None
     tcp_header = (packet[l4_offset + 12] >> 4) * 4
@@ -110,7 +110,7 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
             segment_flags &= ~(TCP_FIN | TCP_PSH)
         template[l4_offset + 13] = segment_flags
         template[check_at : check_at + 2] = b"\0\0"
-        partial = pseudo + tcp_length + _sum16(memoryview(template)[l4_offset:])
+        partial = pseudo + tcp_length + ones_sum(memoryview(template)[l4_offset:])
         pack16(template, check_at, internet_checksum(segment, partial))
         out.append(bytes(template) + segment)
     return out
