@@ -37,6 +37,7 @@ VIRTIO_NET_HDR_GSO_TCPV6 = 4
 VIRTIO_NET_HDR_GSO_ECN = 0x80
 READ_BUFFER_BYTES = VNET_HDR_SIZE + 65536  # the largest super-packet and its header
 PLAIN_READ_BYTES = 65536
+TSO_ENV = "FLUXIFY_TUN_TSO"
 _ZERO_HEADER = bytes(VNET_HDR_SIZE)
 _IFREQ = struct.Struct("16sH22x")
 _TCP_GSO = frozenset({VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6})
@@ -58,7 +59,10 @@ def has_vnet_header(fd: int) -> bool:
 
 
 def enable_tso(fd: int) -> bool:
-    """Turn on checksum offload and TSO4/6 on a vnet TUN; False where the kernel refuses."""
+    """Turn on checksum offload and TSO4/6 on a vnet TUN; False where the kernel refuses or
+    ``FLUXIFY_TUN_TSO=0`` asks for plain reads (coalesced writes stay on)."""
+    if os.environ.get(TSO_ENV, "1") == "0":
+        return False
     try:
         fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
     except OSError as exc:
