@@ -109,3 +109,17 @@ def test_no_offload_env_turns_gso_and_gro_off(monkeypatch: pytest.MonkeyPatch) -
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         assert not udp_offload.gso_supported(sock)
         assert not udp_offload.enable_gro(sock)
+
+
+@needs_root
+def test_a_refused_segmented_send_falls_back_to_one_datagram_per_call(fg_netns: str) -> None:
+    ip("-n", fg_netns, "link", "set", "lo", "mtu", "1200")  # segments above the MTU: EINVAL
+    sender, receiver = _pair(fg_netns)
+    with sender, receiver:
+        drops = DropCounters()
+        gso = UdpSender(sender, drops.counts, gso=True)
+        sent = _datagrams([1400] * 5 + [300] * 3)
+        gso.send(sent, receiver.getsockname(), [])
+        assert not gso.gso
+        assert _drain(receiver, gro=False) == sent  # fragmented, but each one arrived
+        assert drops.total() == 0

@@ -11,6 +11,7 @@ call. Measured on this machine type (docs in ``../shared/reference/python-datapa
 """
 
 import errno
+import logging
 import os
 import socket
 import struct
@@ -29,10 +30,12 @@ GRO_SPACE = socket.CMSG_SPACE(4)
 NO_OFFLOAD_ENV = "FLUXIFY_NO_OFFLOAD"  # set to 1 (or -no-offload): no GSO/GRO/TUN offloads
 _SEGMENT = struct.Struct("=H")
 _GRO_SIZE = struct.Struct("=i")
+_GSO_REFUSED = frozenset({errno.EIO, errno.EINVAL, errno.EMSGSIZE})
 _QUEUE_FULL = DropReason.QUEUE_FULL
 _SEND_FAILED = DropReason.SEND_FAILED
 
 Ancillary = list[tuple[int, int, bytes]]
+log = logging.getLogger(__name__)
 
 
 def offloads_disabled() -> bool:
@@ -82,7 +85,8 @@ class UdpSender:
 
     Failures are counted in ``counts`` (a ``DropCounters.counts`` list) by reason, never
     raised. ``gso`` turns False for good when the kernel refuses a segmented send (``EIO``: the
-    way out has no checksum offload); that run and every later one go one datagram per call.
+    way out has no checksum offload; ``EMSGSIZE``/``EINVAL``: segments above the path MTU);
+    that run and every later one go one datagram per call.
     ``calls`` and ``datagrams`` count what went out, for the batching ratio. Not thread-safe:
     one event loop.
     """
@@ -129,14 +133,16 @@ class UdpSender:
             except BlockingIOError:
                 counts[_QUEUE_FULL] += end - start
             except OSError as exc:
-                if end - start > 1 and exc.errno in {errno.EIO, errno.EINVAL, errno.EMSGSIZE}:
+                if end - start > 1 and exc.errno in _GSO_REFUSED:
                     # EIO: no checksum offload on the way out; EINVAL/EMSGSIZE: a segment
-                    # larger than the path MTU. Send this run as before, one by one.
-                    if exc.errno == errno.EIO:
-                        self.gso = False
+                    # larger than the path MTU. It would fail again: this socket sends one
+                    # datagram per call from now on, this run too.
+                    log.warning("UDP GSO refused (%s): one datagram per call", exc.strerror)
+                    self.gso = False
                     self._one_by_one(datagrams[start:end], address, ancillary)
-                else:
-                    counts[_SEND_FAILED] += end - start
+                    self._one_by_one(datagrams[end:], address, ancillary)
+                    return
+                counts[_SEND_FAILED] += end - start
             start = end
 
     def _one_by_one(
