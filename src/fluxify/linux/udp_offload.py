@@ -6,8 +6,8 @@ and the UDP/IP work are paid once per run instead of once per datagram. Receive:
 ``UDP_GRO`` set, the kernel hands over a burst of datagrams of one flow (same source address)
 as one buffer and says the segment size in a cmsg. Both are probed at start; a kernel or device
 that refuses them (``EIO``: no checksum offload on the way out) falls back to one datagram per
-call. Measured on this machine type (docs in ``../shared/reference/python-datapath.md``): GSO
-0.16 µs per datagram against 1.98 for ``sendto``, GRO 0.13 against 0.91 for ``recv_into``.
+call. Measured on a 2-vCPU VM (kernel 6.18): GSO 0.16 µs per datagram against 1.98 for
+``sendto``, GRO 0.13 against 0.91 for ``recv_into`` (docs/offloads.md).
 """
 
 import errno
