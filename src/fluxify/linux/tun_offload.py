@@ -94,7 +94,8 @@ class TunReader:
             return self._read_plain(budget)
         readv = os.readv
         fd = self.fd
-        buffers = [self._buffer]
+        buffer = self._buffer
+        buffers = [buffer]
         view = self._view
         unpack = VIRTIO_NET_HDR.unpack_from
         counts = self.drops.counts
@@ -105,6 +106,9 @@ class TunReader:
             except BlockingIOError:
                 break
             if size <= VNET_HDR_SIZE:
+                continue
+            if not buffer[0] | buffer[1]:  # neither NEEDS_CSUM nor GSO: a finished packet
+                packets.append(view[VNET_HDR_SIZE:size].tobytes())
                 continue
             flags, gso_type, _hdr_len, gso_size, csum_start, csum_offset = unpack(view)
             gso_type &= ~VIRTIO_NET_HDR_GSO_ECN

@@ -78,6 +78,7 @@ class BondPath(Generic[K]):
         "delivery_rate",
         "died_at",
         "duplicated",
+        "far",
         "fb_bytes",
         "fb_datagrams",
         "fb_receiver_us",
@@ -146,6 +147,7 @@ class BondPath(Generic[K]):
         # set by the engine from the negotiated features and the priority
         self.flags = 0
         self.penalty_s = 0.0
+        self.far = False  # far slower one way than the fastest primary: failover only
         self.sched_owd_s = 0.0  # one-way delay above the lowest path's
         # sending: per-path numbers, the ring of what they carried, acknowledgements
         self.seq = 0  # extended number of the last datagram sent on this path

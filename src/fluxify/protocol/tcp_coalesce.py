@@ -103,7 +103,8 @@ def coalesce(packets: list[bytes]) -> list[bytes | TcpRun]:
         l4, headers, flags = parsed
         payload = len(packet) - headers
         seq = _U32.unpack_from(packet, l4 + 4)[0]
-        masked = int.from_bytes(packet[:headers], "big") & _mask(l4, headers)
+        mask = _MASKS.get((l4, headers)) or _mask(l4, headers)
+        masked = int.from_bytes(packet[:headers], "big") & mask
         if (
             closed
             or masked != run_masked
