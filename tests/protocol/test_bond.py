@@ -71,6 +71,26 @@ def test_a_light_load_goes_on_the_lowest_delay_path_only(fast: int) -> None:
     assert net.sent_on("client", 1 - fast, IP) == 0
 
 
+def test_a_path_far_slower_than_the_fastest_is_kept_for_failover_only() -> None:
+    """10 vs 100 ms one way: striping one flow over both measured slower than the fast path
+    alone, so the slow one carries no data even when the fast one is full, and takes over when
+    the fast one is cut."""
+    net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 100.0)], seed=5)
+    net.run_until(1.0)  # echoes and feedback: the engine learns the paths' delays
+    source = Cbr(net, 60.0)  # more than the fast path carries
+    net.run_until(1.5, source)
+    spilled = net.sent_on("client", 1, IP)
+    net.run_until(3.0, source)
+    assert net.sent_on("client", 1, IP) == spilled  # nothing more since the delays were known
+    assert net.client.paths[1].alive and net.client.paths[1].far
+    assert any("far slower" in what for what, _ in net.client.take_events())
+    source.per_ms = source.per_ms / 3  # 20 Mbit/s: what one link carries
+    net.set_cut(0, True)
+    before = net.sent_on("client", 1, IP)
+    net.run_until(4.5, source)
+    assert net.sent_on("client", 1, IP) - before > 0.5 * 20e6 / 8 / 1200  # it carries the flow
+
+
 def test_a_load_above_the_fast_path_spills_to_the_slower_one() -> None:
     net = Network([LinkModel(50.0, 10.0), LinkModel(50.0, 30.0)])
     net.run_until(0.5)
