@@ -8,7 +8,7 @@ from fluxify.protocol.heartbeat import (
 
 
 def test_payload_is_int64_big_endian_nanoseconds() -> None:
-    # The Go vector's heartbeat payload is 0102030405060708 (../shared/vectors/go-v1.json).
+    # The Go vector's heartbeat payload is 0102030405060708 (tests/protocol/data/go-v1.json).
     assert pack_heartbeat(0x0102030405060708) == bytes.fromhex("0102030405060708")
     assert unpack_heartbeat(bytes.fromhex("0102030405060708")) == 0x0102030405060708
 

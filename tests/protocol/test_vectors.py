@@ -1,7 +1,7 @@
 """The Go v1 wire vectors: datagrams sealed by Go Fluxify 39ad2de (common.EncryptPacket).
 
-Source: ../shared/vectors/go-v1.json, copied verbatim into tests/protocol/data/go-v1.json so the
-suite does not depend on the checkout's surroundings.
+Source: the Go implementation's own vectors, copied verbatim into tests/protocol/data/go-v1.json
+so the suite does not depend on the checkout's surroundings.
 """
 
 import json
