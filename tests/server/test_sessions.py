@@ -18,10 +18,6 @@ def test_first_session_gets_dot_two_a_32_byte_key_and_a_nonzero_id() -> None:
     assert len(session.key) == 32 and 0 < session.session_id < 2**32
     assert table.by_id(session.session_id) is session
     assert table.by_identity("alice") is session
-    assert table.by_address(IPv4Address("10.8.0.2")) is session
-    assert table.by_address(IPv6Address("fd00:8::2")) is session
-    assert table.by_address(IPv4Address("10.8.0.3")) is None
-    assert table.by_address(IPv4Address("10.9.0.2")) is None
 
 
 def test_v6_address_follows_the_go_decimal_quirk() -> None:
@@ -29,8 +25,7 @@ def test_v6_address_follows_the_go_decimal_quirk() -> None:
     sessions = [table.open(f"c{i}", now=0.0) for i in range(9)]
     assert sessions[8].client_ip == IPv4Address("10.8.0.10")
     assert sessions[8].client_ip6 == IPv6Address("fd00:8::10")  # 0x10, as Go writes it
-    assert table.by_address(IPv6Address("fd00:8::10")) is sessions[8]
-    assert table.by_address(IPv6Address("fd00:8::a")) is None
+    assert all(s.client_ip6 != IPv6Address("fd00:8::a") for s in sessions)
 
 
 def test_reconnect_replaces_the_session_and_keeps_its_addresses() -> None:
@@ -43,7 +38,7 @@ def test_reconnect_replaces_the_session_and_keeps_its_addresses() -> None:
     assert (again.client_ip, again.client_ip6) == (first.client_ip, first.client_ip6)
     assert again.session_id != first.session_id and again.key != first.key
     assert table.by_id(first.session_id) is None
-    assert table.by_address(first.client_ip) is again
+    assert table.by_identity("alice") is again
     assert removed == [(first.session_id, RemovalReason.REPLACED)]
     assert len(table) == 2
 
@@ -70,17 +65,16 @@ def test_addresses_are_handed_out_round_robin_so_a_freed_one_is_reused_last() ->
     assert table.open("c", now=0.0).client_ip == IPv4Address("10.8.0.4")
 
 
-def test_expire_removes_only_idle_sessions_and_calls_the_hook() -> None:
+def test_a_session_the_data_plane_found_idle_leaves_with_that_reason() -> None:
     table = SessionTable()
-    gone: list[Session] = []
-    table.on_removed(lambda s, reason: gone.append(s) if reason is RemovalReason.EXPIRED else None)
+    gone: list[tuple[Session, RemovalReason]] = []
+    table.on_removed(lambda s, reason: gone.append((s, reason)))
     idle = table.open("idle", now=0.0)
     busy = table.open("busy", now=0.0)
-    table.touch(busy.session_id, now=100.0)
-    table.touch(busy.session_id, now=50.0)  # time never goes back
-    assert table.expire(now=130.0, idle_s=120.0) == [idle]
-    assert gone == [idle] and busy.last_seen == 100.0
-    assert table.by_identity("idle") is None and table.by_address(idle.client_ip) is None
+    assert table.close(idle.session_id, RemovalReason.EXPIRED) is idle
+    assert gone == [(idle, RemovalReason.EXPIRED)]
+    assert table.by_identity("idle") is None and table.by_identity("busy") is busy
+    assert table.open("next", now=1.0).client_ip != busy.client_ip
 
 
 def test_opened_hook_sees_each_new_session_after_the_replaced_one_left() -> None:
@@ -96,7 +90,7 @@ def test_opened_hook_sees_each_new_session_after_the_replaced_one_left() -> None
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.sampled_from(["open", "close", "expire"]), st.integers(0, 300)),
+        st.tuples(st.sampled_from(["open", "close"]), st.integers(0, 300)),
         max_size=400,
     )
 )
@@ -113,12 +107,11 @@ def test_invariants_hold_under_any_sequence(ops: list[tuple[str, int]]) -> None:
         elif op == "close" and len(table):
             victim = sorted(table, key=lambda s: s.session_id)[n % len(table)]
             table.close(victim.session_id)
-        else:
-            table.expire(now=now, idle_s=float(n))
         live = list(table)
         assert len({s.session_id for s in live}) == len(live)
         assert all(s.session_id != 0 for s in live)
         assert len({s.client_ip for s in live}) == len(live)
         assert len({s.identity for s in live}) == len(live)
+        assert len({s.client_ip6 for s in live}) == len(live)
         for s in live:
-            assert table.by_address(s.client_ip) is s and table.by_address(s.client_ip6) is s
+            assert table.by_id(s.session_id) is s and table.by_identity(s.identity) is s

@@ -137,7 +137,7 @@ class BondingServer:
         log.info("session %08x (%s) ended: %s", session.session_id, session.identity, reason.value)
 
     def _expired(self, session_id: int) -> None:
-        self.table.close(session_id)
+        self.table.close(session_id, RemovalReason.EXPIRED)
 
     async def _housekeeping(self, dataplane: ServerDataPlane, stop: asyncio.Event) -> None:
         next_drop_log = time.monotonic() + DROP_LOG_INTERVAL_S

@@ -14,7 +14,6 @@ from fluxify.errors import PoolExhaustedError
 from fluxify.protocol.addresses import (
     FIRST_CLIENT_HOST,
     LAST_CLIENT_HOST,
-    TUNNEL_NETWORK_V4,
     client_v4,
     client_v6,
 )
@@ -34,7 +33,7 @@ class RemovalReason(Enum):
 
 @dataclass(eq=False)
 class Session:
-    """One client session. ``last_seen`` moves with :meth:`SessionTable.touch`; the rest is fixed.
+    """One client session; fixed once granted (its liveness is the data plane's, not ours).
 
     ``features`` are the extension features accepted for it (SPEC §5); ``serial`` is the serial
     number of the client certificate it was granted to (0: unknown); ``state`` is a free slot
@@ -48,7 +47,6 @@ class Session:
     client_ip: IPv4Address
     client_ip6: IPv6Address
     created_at: float
-    last_seen: float
     features: frozenset[str] = frozenset()
     serial: int = 0
     state: object = field(default=None, repr=False)
@@ -59,7 +57,7 @@ RemovalHook = Callable[[Session, RemovalReason], None]
 
 
 class SessionTable:
-    """Live sessions indexed by id, inner address (v4 and v6) and identity (the certificate CN).
+    """Live sessions indexed by id and identity (the certificate CN), and the host numbers in use.
 
     Invariants: ids are non-zero and unique; each host number 2..250 belongs to at most one
     session; each identity has at most one session. A reconnect replaces the old session (new id
@@ -71,7 +69,6 @@ class SessionTable:
         self._by_id: dict[int, Session] = {}
         self._by_identity: dict[str, Session] = {}
         self._by_host: dict[int, Session] = {}
-        self._by_v6: dict[IPv6Address, Session] = {}
         self._last_host = FIRST_CLIENT_HOST - 1
         self._opened_hooks: list[SessionHook] = []
         self._removed_hooks: list[RemovalHook] = []
@@ -105,14 +102,12 @@ class SessionTable:
             client_ip=client_v4(host),
             client_ip6=client_v6(host),
             created_at=now,
-            last_seen=now,
             features=features,
             serial=serial,
         )
         self._by_id[session.session_id] = session
         self._by_identity[identity] = session
         self._by_host[host] = session
-        self._by_v6[session.client_ip6] = session
         for hook in self._opened_hooks:
             hook(session)
         return session
@@ -123,24 +118,13 @@ class SessionTable:
     def by_identity(self, identity: str) -> Session | None:
         return self._by_identity.get(identity)
 
-    def by_address(self, address: IPv4Address | IPv6Address) -> Session | None:
-        """The session owning inner address ``address`` (v4 or v6), if any."""
-        if isinstance(address, IPv6Address):
-            return self._by_v6.get(address)
-        host = int(address) - int(TUNNEL_NETWORK_V4.network_address)
-        session = self._by_host.get(host)
-        return session if session is not None and session.client_ip == address else None
-
-    def touch(self, session_id: int, now: float) -> None:
-        """Record activity (an authenticated packet in or out) for idle expiry."""
-        session = self._by_id.get(session_id)
-        if session is not None and now > session.last_seen:
-            session.last_seen = now
-
-    def close(self, session_id: int) -> Session | None:
+    def close(
+        self, session_id: int, reason: RemovalReason = RemovalReason.CLOSED
+    ) -> Session | None:
+        """Remove ``session_id`` (the data plane found it idle: ``EXPIRED``), telling the hooks."""
         session = self._by_id.get(session_id)
         if session is not None:
-            self._remove(session, RemovalReason.CLOSED)
+            self._remove(session, reason)
         return session
 
     def close_revoked(self, serials: frozenset[int]) -> list[Session]:
@@ -149,13 +133,6 @@ class SessionTable:
         for session in revoked:
             self._remove(session, RemovalReason.REVOKED)
         return revoked
-
-    def expire(self, now: float, idle_s: float) -> list[Session]:
-        """Remove and return every session without activity for more than ``idle_s`` seconds."""
-        stale = [s for s in self._by_id.values() if now - s.last_seen > idle_s]
-        for session in stale:
-            self._remove(session, RemovalReason.EXPIRED)
-        return stale
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -184,7 +161,6 @@ class SessionTable:
     def _remove(self, session: Session, reason: RemovalReason) -> None:
         del self._by_id[session.session_id]
         del self._by_host[session.host_number]
-        del self._by_v6[session.client_ip6]
         if self._by_identity.get(session.identity) is session:
             del self._by_identity[session.identity]
         for hook in self._removed_hooks:
