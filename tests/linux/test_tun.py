@@ -108,11 +108,22 @@ def test_icmpv6_echo_through_the_tun(netns: str) -> None:
         netlink.set_link("fxtest6", up=True)
         netlink.add_address("fxtest6", "fd00:99::1/64", nodad=True)
         payload = b"fluxify tun v6"
-        os.write(tun.fd, icmpv6_echo_request("fd00:99::2", "fd00:99::1", 0x4343, payload))
-        for _ in range(20):  # skip router solicitations and MLD reports (bounded)
-            reply = read_packet(tun, 2.0)
-            if reply[0] >> 4 == 6 and reply[6] == 58 and reply[40] == 129:
-                break
+        request = icmpv6_echo_request("fd00:99::2", "fd00:99::1", 0x4343, payload)
+        # A request written while the kernel is still bringing IPv6 up on the fresh link is
+        # dropped: ask again until the reply comes (bounded), skipping router solicitations and
+        # MLD reports.
+        reply = b""
+        for _ in range(20):
+            os.write(tun.fd, request)
+            ready, _, _ = select.select([tun.fd], [], [], 1.0)
+            while ready:
+                reply = os.read(tun.fd, 65535)
+                if reply[0] >> 4 == 6 and reply[6] == 58 and reply[40] == 129:
+                    break
+                ready, _, _ = select.select([tun.fd], [], [], 0.2)
+            else:
+                continue
+            break
         else:
             pytest.fail("no ICMPv6 echo reply came out of the TUN")
         assert reply[24:40] == IPv6Address("fd00:99::2").packed
