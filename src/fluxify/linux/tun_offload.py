@@ -35,7 +35,7 @@ VIRTIO_NET_HDR_GSO_NONE = 0
 VIRTIO_NET_HDR_GSO_TCPV4 = 1
 VIRTIO_NET_HDR_GSO_TCPV6 = 4
 VIRTIO_NET_HDR_GSO_ECN = 0x80
-READ_BUFFER_BYTES = VNET_HDR_SIZE + 65536  # the largest super-packet and its header
+READ_BUFFER_BYTES = VNET_HDR_SIZE + 65536  # above the largest packet (65535) and its header
 PLAIN_READ_BYTES = 65536
 TSO_ENV = "FLUXIFY_TUN_TSO"
 _ZERO_HEADER = bytes(VNET_HDR_SIZE)
@@ -105,7 +105,9 @@ class TunReader:
                 size = readv(fd, buffers)
             except BlockingIOError:
                 break
-            if size <= VNET_HDR_SIZE:
+            if size <= VNET_HDR_SIZE or size == READ_BUFFER_BYTES:  # empty or cut short
+                if size > VNET_HDR_SIZE:
+                    counts[DropReason.NOT_IP] += 1
                 continue
             if not buffer[0] | buffer[1]:  # neither NEEDS_CSUM nor GSO: a finished packet
                 packets.append(view[VNET_HDR_SIZE:size].tobytes())
