@@ -1,5 +1,6 @@
 """The elevated relaunch's command line, built without elevating anything."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,36 @@ def test_root_needs_no_elevation(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_failed_exec_is_an_elevation_error(tmp_path: Path) -> None:
     with pytest.raises(ElevationError, match="could not run"):
         exec_elevated([str(tmp_path / "no-such-pkexec"), "x"])
+
+
+def test_the_relaunch_carries_the_backup_uplinks() -> None:
+    config = replace(CONFIG, backup_ifaces=("wlan0",))
+    argv = elevation_argv(
+        Elevator("/usr/bin/pkexec"),
+        PROGRAM,
+        ["-backup", "eth0"],  # the TUI was launched with another choice, since changed
+        config=config,
+        mode=Mode.BONDING,
+        pki_dir=Path("/home/u/.fluxify"),
+        environ={},
+    )
+    args = argv[2 + len(PROGRAM) :]
+    assert args[args.index("-backup", 2) + 1] == "wlan0"
+    parsed = parse_client_args(args)
+    assert parsed.backup_ifaces == ("wlan0",)
+    assert "backup" in parsed.explicit
+
+
+def test_no_backups_are_given_as_an_empty_backup_flag() -> None:
+    argv = elevation_argv(
+        Elevator("/usr/bin/pkexec"),
+        PROGRAM,
+        ["-backup", "eth0"],
+        config=CONFIG,
+        mode=Mode.BONDING,
+        pki_dir=Path("/home/u/.fluxify"),
+        environ={},
+    )
+    args = argv[2 + len(PROGRAM) :]
+    assert args[args.index("-backup", 2) + 1] == ""
+    assert parse_client_args(args).backup_ifaces == ()  # the original -backup is overridden

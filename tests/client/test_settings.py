@@ -28,6 +28,7 @@ STORED = StoredSettings(
     client="alice",
     pki="/srv/alice-pki",
     ctrl=9443,
+    backup=("wlan0",),
 )
 
 
@@ -45,6 +46,7 @@ def test_save_then_load_round_trips_with_private_modes(tmp_path: Path) -> None:
         "client": "alice",
         "pki": "/srv/alice-pki",
         "ctrl": 9443,
+        "backup": ["wlan0"],  # not in Go's schema: its decoder ignores the key
     }
     assert path.read_text().startswith('{\n  "server"')  # Go's two-space indent
 

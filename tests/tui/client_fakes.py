@@ -52,7 +52,9 @@ class FakeRunner:
             tx = 0
             while not stop.is_set():
                 tx += 125_000
-                write_bonding_stats(self.state_dir, list(self.config.ifaces), tx)
+                write_bonding_stats(
+                    self.state_dir, list(self.config.ifaces), tx, self.config.backup_ifaces
+                )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), 0.1)
             await asyncio.sleep(0.05)  # an undo takes a moment
@@ -73,7 +75,9 @@ class Runners:
         return runner
 
 
-def write_bonding_stats(state_dir: Path, labels: list[str], tx_bytes: int) -> None:
+def write_bonding_stats(
+    state_dir: Path, labels: list[str], tx_bytes: int, backup: tuple[str, ...] = ()
+) -> None:
     body = {
         "session_id": 0x1234ABCD,
         "client_ip": "10.8.0.2",
@@ -83,6 +87,7 @@ def write_bonding_stats(state_dir: Path, labels: list[str], tx_bytes: int) -> No
             {
                 "label": label,
                 "alive": i == 0,
+                "priority": "backup" if label in backup else "primary",
                 "rtt_ms": 12.5 + i,
                 "weight": 1.0,
                 "idle_s": 0.1,

@@ -145,11 +145,12 @@ async def test_start_as_root_runs_in_process_shows_stats_and_stop_undoes(tmp_pat
         assert not app.query_one("#stop", Button).disabled
         assert app.query_one("#ifaces", SelectionList).disabled
         assert app.query_one("#server", Input).disabled
-        assert [str(c) for c in table.get_row_at(0)[:3]] == ["eth0", "up", "12.5 ms"]
+        row = [str(c) for c in table.get_row_at(0)[:4]]
+        assert row == ["eth0", "up", "primary", "12.5 ms"]
         assert "RUNNING" in status(app)
 
         def a_rate() -> bool:
-            return any(unit in str(table.get_row_at(0)[4]) for unit in ("kbit/s", "Mbit/s"))
+            return any(unit in str(table.get_row_at(0)[5]) for unit in ("kbit/s", "Mbit/s"))
 
         await until(pilot, "a rate from two stats samples", a_rate)
         await pilot.click("#stop")
@@ -230,7 +231,7 @@ async def test_stats_table_renders_rows_from_a_stats_file(tmp_path: Path) -> Non
         table = app.query_one("#stats", DataTable)
         await until(pilot, "the stats rows", lambda: table.row_count == 3)
         assert str(table.get_row_at(1)[1]) == "DEAD"
-        assert str(table.get_row_at(0)[7]) == "5.0 MB"
+        assert str(table.get_row_at(0)[8]) == "5.0 MB"
         summary = str(app.query_one("#stats-summary", Static).render())
         assert "session 1234abcd | 10.8.0.2" in summary
 
@@ -264,6 +265,7 @@ async def test_load_balance_stats_file_renders_too(tmp_path: Path) -> None:
         assert [str(c) for c in table.get_row_at(0)] == [
             "eth0",
             "up",
+            "-",  # load-balance uplinks have no priority
             "20.0 ms",
             "0.0 %",
             "2.0 Mbit/s",

@@ -60,3 +60,10 @@ def test_virtual_interfaces_are_hidden_but_veth_is_not() -> None:
     assert is_hidden("mybr", "bridge")
     assert not is_hidden("veth-up0", "veth")
     assert not is_hidden("eth0", None)
+
+
+def test_backups_run_and_save_only_among_the_chosen() -> None:
+    f = form(interfaces=UP, chosen={"a", "b", "gone"}, backup={"b", "gone", "dropped"})
+    assert f.backup_ifaces == ["b"]
+    assert f.run_config().backup_ifaces == ("b",)  # only what exists and is selected runs
+    assert f.settings().backup == ("b", "gone")  # an absent one keeps its priority

@@ -76,11 +76,16 @@ def current_program() -> list[str]:
 
 
 def autostart_flags(config: ClientConfig, mode: Mode, pki_dir: Path) -> list[str]:
-    """The chosen settings as flags; given last, they win over repeated original flags."""
+    """The chosen settings as flags; given last, they win over repeated original flags.
+
+    ``-backup`` is always given, empty for none, so that it also replaces an original
+    ``-backup`` (and, in load-balance, keeps the choice for the relaunched TUI to save).
+    """
     flags = [AUTOSTART_FLAG, "-l" if mode is Mode.LOAD_BALANCE else "-b"]
     if mode is Mode.BONDING and config.server is not None:
         flags += ["-server", str(config.server)]
-    flags += ["-ifaces", ",".join(config.ifaces), "-pki", str(pki_dir.expanduser().absolute())]
+    flags += ["-ifaces", ",".join(config.ifaces), "-backup", ",".join(config.backup_ifaces)]
+    flags += ["-pki", str(pki_dir.expanduser().absolute())]
     if mode is Mode.BONDING:
         flags += ["-client", config.client_name]
     flags += ["-ctrl", str(config.control_port), "-conns", str(config.connections)]

@@ -1,10 +1,12 @@
 """Where the client keeps its files (SPEC §4): ``~/.fluxify`` of the user who invoked it, and the
 saved settings ``~/.fluxify/config.json`` the TUI reuses, merged under explicit CLI flags.
 
-The file keeps the Go client's schema (reference §4.2), all keys always written::
+The file keeps the Go client's schema (reference §4.2), all keys always written, plus
+``backup`` (those of ``ifaces`` that are backup uplinks, ``-backup``), which Go's decoder
+ignores::
 
-    {"server": "host:port", "mode": "bonding" | "load-balance", "ifaces": ["eth0", "wlan0"],
-     "client": "alice", "pki": "/home/u/.fluxify", "ctrl": 8443}
+    {"server": "host:port", "mode": "bonding" | "load-balance", "ifaces": ["eth0", "wwan0"],
+     "client": "alice", "pki": "/home/u/.fluxify", "ctrl": 8443, "backup": ["wwan0"]}
 
 Unlike the original, a stored value never overrides a flag given on the command line.
 """
@@ -79,10 +81,12 @@ class StoredSettings:
     client: str = ""
     pki: str = ""
     ctrl: int = DEFAULT_CONTROL_PORT
+    backup: tuple[str, ...] = ()  # of ``ifaces``: the backup uplinks
 
     def to_json(self) -> str:
         body = dataclasses.asdict(self)
         body["ifaces"] = list(self.ifaces)
+        body["backup"] = list(self.backup)
         return json.dumps(body, indent=2) + "\n"
 
 
@@ -128,11 +132,16 @@ def _settings_from(body: dict[str, Any], path: Path) -> StoredSettings:
         if body["mode"] not in STORED_MODES:
             raise bad("mode", '"bonding" or "load-balance"')
         values["mode"] = body["mode"]
-    if body.get("ifaces") is not None:  # Go writes null for an empty list
-        ifaces = body["ifaces"]
-        if not isinstance(ifaces, list) or not all(isinstance(i, str) and i for i in ifaces):
-            raise bad("ifaces", "a list of interface names")
-        values["ifaces"] = tuple(dict.fromkeys(ifaces))
+    for key in ("ifaces", "backup"):
+        if body.get(key) is not None:  # Go writes null for an empty list
+            names = body[key]
+            if not isinstance(names, list) or not all(isinstance(i, str) and i for i in names):
+                raise bad(key, "a list of interface names")
+            values[key] = tuple(dict.fromkeys(names))
+    # A backup that is not among the interfaces means nothing (the file was edited by hand, or
+    # the interface was dropped): ignored rather than refused, so the TUI can still save.
+    stored_ifaces = values.get("ifaces", ())
+    values["backup"] = tuple(n for n in values.get("backup", ()) if n in stored_ifaces)
     if body.get("ctrl") is not None:
         ctrl = body["ctrl"]
         if isinstance(ctrl, bool) or not isinstance(ctrl, int) or not 0 <= ctrl <= 65535:
@@ -245,6 +254,11 @@ def merged_config(config: ClientConfig, stored: StoredSettings | None = None) ->
     Flags named in ``config.explicit`` always win (SPEC §4). ``mode`` is never changed: the
     mode flags decide it, and the TUI reads ``stored.mode`` for its initial choice. ``stored``
     None loads the saved settings (a ConfigError if the file is broken).
+
+    Stored backups apply to those of the resulting interfaces they name. Under
+    ``-tui-autostart`` (the TUI's elevated relaunch, whose ``-backup`` carries the whole choice)
+    none are read: there an empty ``-backup`` means "no backups", which argparse cannot mark as
+    explicit.
     """
     stored = stored if stored is not None else load_settings()
     explicit = config.explicit
@@ -256,6 +270,16 @@ def merged_config(config: ClientConfig, stored: StoredSettings | None = None) ->
         changes["server"] = parse_server(stored.server, port)
     if "ifaces" not in explicit and stored.ifaces:
         changes["ifaces"] = stored.ifaces
+    ifaces = changes.get("ifaces", config.ifaces)
+    if "backup" in explicit:
+        unknown = [name for name in config.backup_ifaces if ifaces and name not in ifaces]
+        if unknown:
+            raise ConfigError(
+                f"-backup {unknown[0]!r} is not one of the interfaces ({', '.join(ifaces)}, "
+                "saved in the settings); name it in -ifaces too"
+            )
+    elif stored.backup and not config.tui_autostart:
+        changes["backup_ifaces"] = tuple(name for name in stored.backup if name in ifaces)
     if "client" not in explicit and stored.client:
         changes["client_name"] = stored.client
     if "pki" not in explicit and stored.pki:
@@ -272,4 +296,5 @@ def settings_of(config: ClientConfig, mode: Mode) -> StoredSettings:
         client=config.client_name,
         pki=str(config.pki_dir) if config.pki_dir is not None else "",
         ctrl=config.control_port,
+        backup=tuple(name for name in config.backup_ifaces if name in config.ifaces),
     )

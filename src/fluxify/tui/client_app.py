@@ -1,8 +1,9 @@
 """The client TUI (``fluxify-client`` with no mode flag, SPEC §7, reference §5.2).
 
 Mode switch, server field (disabled in load-balance), client certificate, the interface list
-(no-gateway interfaces in red and unselectable), Start/Stop, live per-path stats with a
-throughput sparkline, and the log. Start is enabled only when SPEC §7's rules hold, and the
+(no-gateway interfaces in red and unselectable; in bonding, each selected one with its
+primary/backup toggle), Start/Stop, live per-path stats (priority included) with a throughput
+sparkline, and the log. Start is enabled only when SPEC §7's rules hold, and the
 status line says what is missing. Not root: Start relaunches through pkexec/sudo in auto-start
 mode. Root: the runner runs in this event loop; Stop, Quit and Ctrl-C wait for its undo.
 """
@@ -98,6 +99,7 @@ class ClientApp(App[int]):
             pki_dir=config.pki_dir or default_pki_dir(),
             server_text=str(config.server) if config.server else "",
             chosen=set(config.ifaces),
+            backup=set(config.backup_ifaces),
         )
         self.running: RunningClient | None = None
         self.started_at = 0.0
@@ -143,7 +145,7 @@ class ClientApp(App[int]):
             ("#config", "Config"),
             ("#actions", "Actions"),
             ("#status", "Status"),
-            ("#ifaces", "Interfaces (click to select)"),
+            ("#ifaces", "Interfaces (click to select; p or a click on primary/backup flips it)"),
             ("#stats-box", "Paths"),
             ("#log", "Log"),
         ):
@@ -245,9 +247,17 @@ class ClientApp(App[int]):
 
     def render_interfaces(self) -> None:
         self.query_one(InterfacePicker).show(
-            self.interfaces, self.form.chosen, locked=self.running is not None
+            self.interfaces,
+            self.form.chosen,
+            self.form.backup,
+            priorities=self.mode is Mode.BONDING,
+            locked=self.running is not None,
         )
         self.update_status()
+
+    def render_priorities(self) -> None:
+        picker = self.query_one(InterfacePicker)
+        picker.show_priorities(self.form.backup, priorities=self.mode is Mode.BONDING)
 
     def update_status(self) -> None:
         state = "IDLE"
@@ -256,6 +266,8 @@ class ClientApp(App[int]):
         server = self.form.server_text if self.mode is Mode.BONDING else "(local)"
         line = f"{state} | Mode: {self.mode.value} | Server: {server or '-'}"
         line += f" | Interfaces: {len(self.selected_ifaces)}"
+        if self.mode is Mode.BONDING and self.form.backup_ifaces:
+            line += f" ({len(self.form.backup_ifaces)} backup)"
         if self.mode is Mode.BONDING:
             line += f" | Cert: {self.cert_name or '[red]missing[/]'}"
         needs = self.form.missing()
@@ -291,6 +303,7 @@ class ClientApp(App[int]):
         self.form.mode = Mode.LOAD_BALANCE if pressed == "mode-load-balance" else Mode.BONDING
         self.query_one(StatsPanel).reset()
         self.apply_mode()
+        self.render_priorities()
         self.save()
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -310,6 +323,15 @@ class ClientApp(App[int]):
             return
         shown = {info.name for info in self.interfaces if info.selectable}
         self.form.chosen = (self.form.chosen - shown) | set(event.selection_list.selected)
+        self.render_priorities()
+        self.update_status()
+        self.save()
+
+    def on_interface_picker_priority_toggled(self, event: InterfacePicker.PriorityToggled) -> None:
+        if self.running is not None or self.mode is not Mode.BONDING:
+            return
+        self.form.backup ^= {event.name}
+        self.render_priorities()
         self.update_status()
         self.save()
 

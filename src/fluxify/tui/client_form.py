@@ -26,6 +26,7 @@ class ClientForm:
     server_text: str = ""
     cert_name: str = ""
     chosen: set[str] = field(default_factory=set)
+    backup: set[str] = field(default_factory=set)  # of ``chosen`` (others are remembered only)
     interfaces: list[InterfaceInfo] = field(default_factory=list)
 
     @property
@@ -33,6 +34,11 @@ class ClientForm:
         """Chosen interfaces that exist and are selectable now, sorted."""
         usable = {info.name for info in self.interfaces if info.selectable}
         return sorted(name for name in self.chosen if name in usable)
+
+    @property
+    def backup_ifaces(self) -> list[str]:
+        """Selected interfaces marked backup, sorted."""
+        return [name for name in self.selected_ifaces if name in self.backup]
 
     def server(self) -> ServerAddress | None:
         """The parsed server field, None when empty or not valid."""
@@ -63,6 +69,7 @@ class ClientForm:
             mode=self.mode,
             server=self.server(),
             ifaces=tuple(self.selected_ifaces),
+            backup_ifaces=tuple(self.backup_ifaces),
             client_name=self.cert_name if self.mode is Mode.BONDING else self.base.client_name,
             pki_dir=self.pki_dir,
         )
@@ -73,6 +80,7 @@ class ClientForm:
             self.base,
             server=self.server() or self.base.server,
             ifaces=tuple(sorted(self.chosen)),
+            backup_ifaces=tuple(sorted(self.chosen & self.backup)),
             client_name=self.cert_name or self.base.client_name,
         )
         return settings_of(config, self.mode)

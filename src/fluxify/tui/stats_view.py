@@ -28,6 +28,7 @@ class PathRow:
     tx_bytes: int | None
     rx_bytes: int | None
     share_pct: float | None = None
+    priority: str | None = None  # bonding: "primary" or "backup"
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,7 @@ class StatsReader:
                     rx_bps=rx_bps,
                     tx_bytes=tx,
                     rx_bytes=rx,
+                    priority=_text_or_none(path.get("priority")),
                 )
             )
         total = sum((r.tx_bps or 0) + (r.rx_bps or 0) for r in rows)
@@ -102,6 +104,10 @@ class StatsReader:
             f" | drops {sum(drops.values()) if drops else 0}"
         )
         return StatsView(tuple(rows), summary, total)
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None  # absent in an older runner's file
 
 
 def load_balance_view(body: dict[str, Any]) -> StatsView:
