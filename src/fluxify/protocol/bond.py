@@ -70,6 +70,10 @@ DEAD_BACKUP_HEARTBEAT_S = 2.0
 IDLE_DEAD_HEARTBEATS = 3.5  # silent for this many heartbeat intervals: dead
 PATH_FORGET_S = 30.0  # server: a path silent this long (or 4 heartbeats) is forgotten
 MAX_PATHS = 16
+EVICTABLE_AFTER_S = 10.0  # a full session makes room only with a path silent this long
+UNKNOWN_SOURCE_PER_S = 20.0  # decryption attempts per second for addresses that are no path
+UNKNOWN_SOURCE_BURST = 40.0
+V1_STAMP_WINDOW_NS = 30_000_000_000  # a v1 heartbeat stamped further from now is refused
 FIRST_SEQ = 1
 MAX_REINJECTION_QUEUE = 8192  # packets waiting to be re-sent after a path died
 REINJECT_WINDOW = 16_000  # re-send no packet this far behind the newest: the replay window
@@ -175,6 +179,9 @@ class BondEngine(Generic[K]):
         self._out: dict[K, list[bytes]] = {}
         self._events: list[tuple[str, str]] = []
         self._reinjection: deque[tuple[int, bytes]] = deque()
+        self._unknown_tokens = UNKNOWN_SOURCE_BURST
+        self._unknown_at = now
+        self._newest_stamp = -(1 << 63)  # v1 server: newest heartbeat stamp accepted
         self.reinjection_dropped = 0  # too old to be accepted by the peer any more
         self._rr = 0
         self._rx_ref_us: int | None = None
@@ -195,12 +202,19 @@ class BondEngine(Generic[K]):
     # -- paths -------------------------------------------------------------------------------
 
     def add_path(
-        self, key: K, label: str, now: float, priority: Priority = Priority.PRIMARY
+        self,
+        key: K,
+        label: str,
+        now: float,
+        priority: Priority = Priority.PRIMARY,
+        *,
+        confirmed: bool = True,
     ) -> BondPath[K]:
         """A path we own (client uplink) or learnt (server: a client address)."""
         used = self._by_id.keys()
         path_id = next(i for i in range(MAX_PATHS + 1) if i not in used)
         path = BondPath(key, label, path_id, now, priority)
+        path.confirmed = confirmed
         self.paths.append(path)
         self._by_key[key] = path
         self._by_id[path_id] = path
@@ -408,9 +422,15 @@ class BondEngine(Generic[K]):
         does not own."""
         path = self._by_key.get(key)
         codec = self.codec
-        if path is None and self.config.role is Role.CLIENT:
-            codec.drops.counts[DropReason.FOREIGN_SOURCE] += len(datagrams)
-            return []
+        if path is None:
+            if self.config.role is Role.CLIENT:
+                codec.drops.counts[DropReason.FOREIGN_SOURCE] += len(datagrams)
+                return []
+            if not self._unknown_source_budget(now):
+                # a flood from an address that is no path of this session burns its own small
+                # share of decryptions, not the session's
+                codec.drops.counts[DropReason.UNKNOWN_SOURCE_BUDGET] += len(datagrams)
+                return []
         ready: list[bytes] = []
         reorder = self.reorder
         v2 = self.v2
@@ -419,9 +439,14 @@ class BondEngine(Generic[K]):
             opened = codec.open(datagram)
             if opened is None:
                 continue
-            if path is None:
-                path = self._learn(key, now)
             ptype, payload = opened
+            if path is None:
+                # v1 control packets are unnumbered and may be replays: a path they bring is
+                # provisional until an IP packet or a fresh heartbeat confirms it
+                path = self._learn(key, now, confirmed=v2 or ptype == _IP)
+                if path is None:
+                    codec.drops.counts[DropReason.PATH_LIMIT] += 1
+                    return ready
             size = len(datagram)
             path.rx_packets += 1
             path.rx_bytes += size
@@ -444,7 +469,9 @@ class BondEngine(Generic[K]):
                     if priority is not path.priority:
                         path.priority = priority
                         self._refresh()
-            if not path.alive:
+            if not path.confirmed and ptype == _IP:
+                self._confirm(path)
+            if not path.alive and (ptype != _HEARTBEAT or self._revives(path, payload, now)):
                 self._revive(path, now)
             if ptype == _IP:
                 number = reorder.extend(codec.received_seq)
@@ -468,21 +495,56 @@ class BondEngine(Generic[K]):
                 self._on_heartbeat(path, payload, flags, now)
             elif ptype == _FEEDBACK:
                 self._on_feedback(payload, now)
-        if path is not None:
+        if path is not None and path.confirmed:
             self.last_heard = now
             if v2 and self._feedback_due and self._tick_at == _INF:
                 self._tick_at = now + TICK_S
                 self._active_until = now + ACTIVE_AFTER_DATA_S
         return ready
 
-    def _learn(self, key: K, now: float) -> BondPath[K]:
+    def _learn(self, key: K, now: float, *, confirmed: bool) -> BondPath[K] | None:
+        """A new path of the peer's (server), or None when every slot holds a fresh path: a
+        provisional path goes first, then one silent for ``EVICTABLE_AFTER_S``, never a path
+        that spoke lately (a replayer must not push the real ones out)."""
         if len(self.paths) >= MAX_PATHS:
-            oldest = min(self.paths, key=lambda p: p.last_heard)
-            self._events.append(("forgotten", oldest.label))
+            victims = [p for p in self.paths if not p.confirmed] or [
+                p for p in self.paths if now - p.last_heard > EVICTABLE_AFTER_S
+            ]
+            if not victims:
+                return None
+            oldest = min(victims, key=lambda p: p.last_heard)
+            if oldest.confirmed:
+                self._events.append(("forgotten", oldest.label))
             self.remove_path(oldest.key)
-        path = self.add_path(key, _label(key), now)
-        self._events.append(("new", path.label))
+        path = self.add_path(key, _label(key), now, confirmed=confirmed)
+        path.confirm_after = self._newest_stamp
+        if confirmed:
+            self._events.append(("new", path.label))
         return path
+
+    def _confirm(self, path: BondPath[K]) -> None:
+        path.confirmed = True
+        self._events.append(("new", path.label))
+        self._refresh()
+
+    def _unknown_source_budget(self, now: float) -> bool:
+        """Token bucket of decryption attempts for datagrams from addresses that are no path."""
+        tokens = min(
+            UNKNOWN_SOURCE_BURST,
+            self._unknown_tokens + (now - self._unknown_at) * UNKNOWN_SOURCE_PER_S,
+        )
+        self._unknown_at = now
+        if tokens < 1.0:
+            self._unknown_tokens = tokens
+            return False
+        self._unknown_tokens = tokens - 1.0
+        return True
+
+    def _revives(self, path: BondPath[K], payload: bytes, now: float) -> bool:
+        """Whether a heartbeat may revive a dead path: only one stamped after it died (an echo of
+        ours; a v1 echo is unnumbered, and a replayed old one must not bring a path back)."""
+        stamp = unpack_heartbeat(payload)
+        return stamp is not None and stamp >= self._wall_ns(path.died_at)
 
     def _rx_owd(self, owd_us: int) -> float:
         """A raw one-way delay as seconds relative to the first one seen (same clock pair)."""
@@ -518,6 +580,8 @@ class BondEngine(Generic[K]):
     def _on_heartbeat(self, path: BondPath[K], payload: bytes, flags: int, now: float) -> None:
         is_echo = flags & _ECHO if self.v2 else self.config.role is Role.CLIENT
         if not is_echo:
+            if not self.v2 and not self._fresh_v1_heartbeat(path, payload, now):
+                return
             self._send_echo(path, payload, now)
             if not self.v2:
                 stamp = unpack_heartbeat(payload)
@@ -533,6 +597,24 @@ class BondEngine(Generic[K]):
             path.rtt_s = rtt if path.rtt_s is None else path.rtt_s + 0.125 * (rtt - path.rtt_s)
             if not self.v2 or not path.has_owd:
                 self._refresh_delays()
+
+    def _fresh_v1_heartbeat(self, path: BondPath[K], payload: bytes, now: float) -> bool:
+        """A v1 heartbeat is unnumbered: it counts (an echo, a confirmed path) only when its
+        stamp is within 30 s of now and newer than the last one on its path; a provisional path
+        is confirmed only by one stamped after every heartbeat the session had seen when the
+        path appeared, which a replay of a captured one cannot be."""
+        stamp = unpack_heartbeat(payload)
+        wall = self._wall_ns(now)
+        if stamp is None or abs(wall - stamp) > V1_STAMP_WINDOW_NS or stamp <= path.last_stamp:
+            self.codec.drops.counts[DropReason.STALE_HEARTBEAT] += 1
+            return False
+        path.last_stamp = stamp
+        self._newest_stamp = max(self._newest_stamp, stamp)
+        if not path.confirmed:
+            if stamp <= path.confirm_after:
+                return False  # provisional: no echo (no amplifier), no log line
+            self._confirm(path)
+        return True
 
     def _on_feedback(self, payload: bytes, now: float) -> None:
         entries = unpack_feedback(payload)
@@ -753,7 +835,7 @@ class BondEngine(Generic[K]):
 
     def _refresh(self) -> None:
         """Recompute which paths may carry data and their fixed penalties."""
-        alive = [p for p in self.paths if p.alive]
+        alive = [p for p in self.paths if p.alive and p.confirmed]
         for path in self.paths:
             path.flags = 0
             if self.v2:

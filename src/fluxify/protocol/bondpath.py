@@ -73,6 +73,8 @@ class BondPath(Generic[K]):
         "base_bucket_at",
         "base_owd_s",
         "base_prev_s",
+        "confirm_after",
+        "confirmed",
         "correction_s",
         "delivery_peak",
         "delivery_rate",
@@ -91,6 +93,7 @@ class BondPath(Generic[K]):
         "last_data_seq",
         "last_heard",
         "last_number",
+        "last_stamp",
         "log_correction",
         "log_number",
         "log_packet",
@@ -148,6 +151,9 @@ class BondPath(Generic[K]):
         self.flags = 0
         self.penalty_s = 0.0
         self.far = False  # far slower one way than the fastest primary: failover only
+        self.confirmed = True  # False: learnt from a v1 control packet that may be a replay
+        self.last_stamp = -(1 << 63)  # v1 server: the newest heartbeat stamp on this path
+        self.confirm_after = -(1 << 63)  # v1 server: a heartbeat newer than this confirms it
         self.sched_owd_s = 0.0  # one-way delay above the lowest path's
         # sending: per-path numbers, the ring of what they carried, acknowledgements
         self.seq = 0  # extended number of the last datagram sent on this path

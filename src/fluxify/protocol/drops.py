@@ -29,6 +29,9 @@ class DropReason(IntEnum):
     FOREIGN_SOURCE = 18  # a datagram from an address that is not the session's peer
     MALFORMED_CONTROL = 19  # an authenticated control packet whose payload does not parse
     DUPLICATE = 20  # the second copy of a packet the peer sent on two paths (bond-v2)
+    UNKNOWN_SOURCE_BUDGET = 21  # from an address not (yet) a path, over its decryption budget
+    STALE_HEARTBEAT = 22  # a v1 heartbeat whose stamp is too far from now or not newer
+    PATH_LIMIT = 23  # a new path while every path slot holds a fresh path
 
 
 class DropCounters:
