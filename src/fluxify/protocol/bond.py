@@ -136,6 +136,9 @@ class PathReport:
     delivery_mbit: float  # what the peer reported receiving
     loss: float
     share: float  # of the bytes we sent since the previous snapshot
+    tx_mbit: float  # what we sent on it since the previous snapshot, per second
+    rx_mbit: float  # what we received on it since the previous snapshot, per second
+    rx_share: float  # of the bytes we received since the previous snapshot
     idle_s: float
     tx_packets: int
     tx_bytes: int
@@ -198,6 +201,7 @@ class BondEngine(Generic[K]):
         self.feedback_heard = float("-inf")
         self._started = now
         self._hold_refreshed = now
+        self._snap_at = now
 
     # -- paths -------------------------------------------------------------------------------
 
@@ -926,12 +930,18 @@ class BondEngine(Generic[K]):
     # -- reports -------------------------------------------------------------------------------
 
     def snapshot(self, now: float) -> BondSnapshot:
+        """Plain numbers for stats, metrics and the TUI; rates and shares since the last call."""
         total = sum(p.tx_bytes - p.snap_tx_bytes for p in self.paths)
+        total_rx = sum(p.rx_bytes - p.snap_rx_bytes for p in self.paths)
+        elapsed = now - self._snap_at
+        self._snap_at = now
+        per_mbit = 8 / 1e6 / elapsed if elapsed > 0 else 0.0
         reports = []
         delivered = capacity = 0.0
         for p in self.paths:
             sent = p.tx_bytes - p.snap_tx_bytes
-            p.snap_tx_bytes = p.tx_bytes
+            got = p.rx_bytes - p.snap_rx_bytes
+            p.snap_tx_bytes, p.snap_rx_bytes = p.tx_bytes, p.rx_bytes
             if p.alive and p.has_owd:
                 delivered += p.delivery_rate
                 capacity += p.rate
@@ -948,6 +958,9 @@ class BondEngine(Generic[K]):
                     delivery_mbit=round(p.delivery_rate * 8 / 1e6, 2),
                     loss=round(p.loss, 4),
                     share=round(sent / total, 3) if total else 0.0,
+                    tx_mbit=round(sent * per_mbit, 2),
+                    rx_mbit=round(got * per_mbit, 2),
+                    rx_share=round(got / total_rx, 3) if total_rx else 0.0,
                     idle_s=round(now - p.last_heard, 2),
                     tx_packets=p.tx_packets,
                     tx_bytes=p.tx_bytes,

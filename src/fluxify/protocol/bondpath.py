@@ -122,6 +122,7 @@ class BondPath(Generic[K]):
         "rx_packets",
         "sched_owd_s",
         "seq",
+        "snap_rx_bytes",
         "snap_tx_bytes",
         "suspect_at",
         "tx_bytes",
@@ -146,7 +147,7 @@ class BondPath(Generic[K]):
         self.suspect_at = float("-inf")  # when it was asked to answer (loaded, unacknowledged)
         self.tx_packets = self.tx_bytes = self.rx_packets = self.rx_bytes = 0
         self.reinjected = self.duplicated = 0
-        self.snap_tx_bytes = 0  # tx_bytes at the last snapshot (for the share)
+        self.snap_tx_bytes = self.snap_rx_bytes = 0  # at the last snapshot (rates, shares)
         # set by the engine from the negotiated features and the priority
         self.flags = 0
         self.penalty_s = 0.0
