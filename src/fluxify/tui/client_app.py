@@ -292,7 +292,10 @@ class ClientApp(App[int]):
     def refresh_stats(self) -> None:
         # While idle, a runner in another process (headless) is shown when its file is fresh.
         newer_than = self.started_at if self.running else time.time() - STALE_STATS_S
-        self.query_one(StatsPanel).show(self.stats.read(self.mode, newer_than=newer_than))
+        panels = self.query(StatsPanel)
+        if not panels:
+            return  # the 1 s timer can tick once more while the app is shutting down
+        panels.first().show(self.stats.read(self.mode, newer_than=newer_than))
         if self.running is not None:
             self.update_status()
 
