@@ -4,6 +4,7 @@ import os
 import secrets
 import subprocess
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import pytest
@@ -26,16 +27,23 @@ def ip(*args: str) -> str:
     return subprocess.run(["ip", *args], check=True, capture_output=True, text=True).stdout
 
 
-@pytest.fixture
-def netns() -> Iterator[str]:
-    """A fresh, empty network namespace with ``lo`` up; deleted afterwards whatever happens."""
-    name = f"fxt-{secrets.token_hex(3)}"
+@contextmanager
+def throwaway_netns(prefix: str) -> Iterator[str]:
+    """A fresh, empty network namespace ``<prefix>-<random>`` with ``lo`` up; deleted afterwards
+    whatever happens. Each test module passes its own prefix."""
+    name = f"{prefix}-{secrets.token_hex(3)}"
     ip("netns", "add", name)
     try:
         ip("-n", name, "link", "set", "lo", "up")
         yield name
     finally:
         subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    with throwaway_netns("fxt") as name:
+        yield name
 
 
 @pytest.fixture

@@ -2,10 +2,8 @@
 comes out of TunReader complete; a plain TUN and anything that is not a TUN read plainly."""
 
 import os
-import secrets
 import socket
 import struct
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -16,19 +14,14 @@ from fluxify.linux.netns import NetnsThread
 from fluxify.linux.tun import IFF_VNET_HDR, Tun
 from fluxify.linux.tun_offload import TunReader, VnetTunWriter, tun_writer
 from fluxify.protocol.drops import DropCounters
-from tests.linux.conftest import ip, needs_root
+from tests.linux.conftest import ip, needs_root, throwaway_netns
 from tests.protocol.test_tcp_segment import model_sum
 
 
 @pytest.fixture
 def fg_netns() -> Iterator[str]:
-    name = f"fg-tun-{secrets.token_hex(3)}"
-    ip("netns", "add", name)
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with throwaway_netns("fg-tun") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _read_until(reader: TunReader, want: int) -> list[bytes]:

@@ -3,9 +3,7 @@ once, in order, byte for byte; equal-size neighbours share one call; a coalesced
 into the datagrams that were sent."""
 
 import os
-import secrets
 import socket
-import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -14,18 +12,13 @@ from fluxify.linux import udp_offload
 from fluxify.linux.netns import NetnsThread
 from fluxify.linux.udp_offload import UdpSender, gro_segment_size, split_gro
 from fluxify.protocol.drops import DropCounters
-from tests.linux.conftest import ip, needs_root
+from tests.linux.conftest import ip, needs_root, throwaway_netns
 
 
 @pytest.fixture
 def fg_netns() -> Iterator[str]:
-    name = f"fg-udp-{secrets.token_hex(3)}"
-    ip("netns", "add", name)
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with throwaway_netns("fg-udp") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def _pair(netns: str) -> tuple[socket.socket, socket.socket]:

@@ -6,7 +6,6 @@ are what they were before the first start.
 """
 
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.linux.conftest import ip, requires_root
+from tests.linux.conftest import requires_root, throwaway_netns
 
 pytestmark = [pytest.mark.root, requires_root]
 
@@ -53,13 +52,8 @@ def snapshot(netns: str) -> dict[str, str]:
 
 @pytest.fixture
 def server_netns() -> Iterator[str]:
-    name = f"fhs-{secrets.token_hex(3)}"
-    ip("netns", "add", name)
-    try:
-        ip("-n", name, "link", "set", "lo", "up")
+    with throwaway_netns("fhs") as name:
         yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 class ServerRuns:
