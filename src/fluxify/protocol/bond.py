@@ -380,28 +380,23 @@ class BondEngine(Generic[K]):
             run.append(datagram)
 
     def _send_control(
-        self, path: BondPath[K], packet_type: int, payload: bytes, now: float
+        self, path: BondPath[K], packet_type: int, payload: bytes, now: float, flags: int = 0
     ) -> None:
-        if self.v2:
-            seq = path.record(now, path.queue_delay(now), 0, None)
-            word = (path.path_id << 24) | (seq & PATH_SEQ_MASK)
-            send_us = int(now * 1e6) & 0xFFFF_FFFF
-            datagram = self.codec.seal_control(packet_type, payload, path.flags, word, send_us)
-        else:
-            datagram = self.codec.seal_control(packet_type, payload)
-        self._queue(path, datagram)
-
-    def _send_echo(self, path: BondPath[K], payload: bytes, now: float) -> None:
+        """A control packet on ``path``: with the v2 path fields, or as v1 (unnumbered)."""
         if self.v2:
             seq = path.record(now, path.queue_delay(now), 0, None)
             word = (path.path_id << 24) | (seq & PATH_SEQ_MASK)
             send_us = int(now * 1e6) & 0xFFFF_FFFF
             datagram = self.codec.seal_control(
-                _HEARTBEAT, payload, path.flags | _ECHO, word, send_us
+                packet_type, payload, path.flags | flags, word, send_us
             )
         else:
-            datagram = self.codec.seal_echo(payload)
+            datagram = self.codec.seal_control(packet_type, payload)
         self._queue(path, datagram)
+
+    def _send_echo(self, path: BondPath[K], payload: bytes, now: float) -> None:
+        """The same payload back on the path it came by (v1: exactly the original's echo)."""
+        self._send_control(path, _HEARTBEAT, payload, now, _ECHO)
 
     def send_handshakes(self, now: float) -> None:
         """Greet the server on every path (client, right after opening them)."""
