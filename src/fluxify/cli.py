@@ -113,7 +113,13 @@ def server_parser() -> FlagParser:
         "new-client",
         metavar="NAME",
         dest="new_client",
-        help="issue (or reissue) a client certificate and bundle, print the paths, exit",
+        help="issue a client certificate and bundle, print the paths, exit",
+    )
+    add_flag(
+        parser,
+        "reissue",
+        action="store_true",
+        help="with -new-client: replace the certificate NAME has (its old bundle stops working)",
     )
     add_flag(
         parser,
@@ -139,6 +145,8 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
         parser.error(
             "-revoke and -new-client cannot be used together: revoke, then reissue with -new-client"
         )
+    if ns.reissue and ns.new_client is None:
+        parser.error("-reissue needs -new-client NAME: it says which client to reissue")
     return ServerConfig(
         udp_port=ns.port,
         control_port=ns.ctrl,
@@ -148,6 +156,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
         hosts=ns.hosts,
         tui=ns.tui,
         new_client=ns.new_client,
+        reissue=ns.reissue,
         revoke=ns.revoke,
         verbose=ns.verbose,
         log_level="debug" if ns.verbose else ns.log_level,
@@ -197,7 +206,7 @@ def _issue_client(config: ServerConfig) -> int:
     setup = ensure_server_pki(config.pki_dir, hosts, regenerate=config.regenerate)
     for change in setup.changes:
         print(change)
-    issued = issue_client(setup.layout, config.new_client)
+    issued = issue_client(setup.layout, config.new_client, reissue=config.reissue)
     print(f"issued client certificate {issued.name!r}:")
     print(f"  certificate: {issued.cert} (dated copy: {issued.dated_cert})")
     print(f"  key:         {issued.key} (dated copy: {issued.dated_key})")
@@ -220,7 +229,7 @@ def _revoke_client(config: ServerConfig) -> int:
         f"revoked {len(added)} certificate(s) of client {name!r} in {revoked_path(layout)}"
         + (f" ({already} already there)" if already else "")
         + f"; a running server ends {name}'s live session within about a second;"
-        f" reissue with -new-client {name} to let it back in"
+        f" reissue with -new-client {name} -reissue to let it back in"
     )
     return 0
 

@@ -132,7 +132,7 @@ def test_issuing_a_client_never_deletes_another_clients_files(tmp_path: Path) ->
     layout = ensure_server_pki(tmp_path, ("127.0.0.1",)).layout
     other = issue_client(layout, "alice-laptop")
     issue_client(layout, "alice")
-    issue_client(layout, "alice")
+    issue_client(layout, "alice", reissue=True)
     assert all(path.exists() for path in other.paths())
 
 
@@ -181,7 +181,7 @@ def test_headless_revoke_lists_every_certificate_and_reissue_lets_the_client_bac
     assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0
     first = _cert(layout.client_cert("alice")).serial_number
     layout.client_cert("alice").rename(layout.clients / "alice-20200101-000000.pem")  # older copy
-    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0
+    assert server_main(["-pki", str(pki), "-new-client", "alice", "-reissue"]) == 0
     assert server_main(["-pki", str(pki), "-new-client", "alice-2"]) == 0
     alice = {first, _cert(layout.client_cert("alice")).serial_number}
     assert len(alice) == 2
@@ -192,7 +192,7 @@ def test_headless_revoke_lists_every_certificate_and_reissue_lets_the_client_bac
     out = capsys.readouterr().out
     assert out.count("\n") == 1, out
     assert "revoked 2 certificate(s) of client 'alice'" in out
-    assert str(revoked_path(layout)) in out and "-new-client alice" in out
+    assert str(revoked_path(layout)) in out and "-new-client alice -reissue" in out
     assert "within about a second" in out
     assert load_revoked(layout) == alice
     assert all(watcher.is_revoked(serial) for serial in alice)
@@ -202,7 +202,10 @@ def test_headless_revoke_lists_every_certificate_and_reissue_lets_the_client_bac
     assert "revoked 0 certificate(s)" in capsys.readouterr().out
     assert load_revoked(layout) == alice
 
-    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0  # the way back
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 1  # not without asking
+    assert "-reissue" in capsys.readouterr().err
+    assert watcher.is_revoked(_cert(layout.client_cert("alice")).serial_number)  # left as it was
+    assert server_main(["-pki", str(pki), "-new-client", "alice", "-reissue"]) == 0  # the way back
     assert not watcher.is_revoked(_cert(layout.client_cert("alice")).serial_number)
 
 
@@ -219,3 +222,29 @@ def test_headless_revoke_of_an_unknown_client_names_it_and_the_directory(
     assert not revoked_path(ServerPkiLayout(pki)).exists()
     assert server_main(["-pki", str(tmp_path / "typo"), "-revoke", "alice"]) == 1
     assert not (tmp_path / "typo").exists()  # revoking never creates a PKI
+
+
+def test_headless_new_client_refuses_an_existing_name_unless_asked_to_reissue(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tmp_path / "pki"
+    layout = ServerPkiLayout(pki)
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 0
+    bundle = layout.client_bundle("alice").read_bytes()
+    capsys.readouterr()
+
+    assert server_main(["-pki", str(pki), "-new-client", "alice"]) == 1
+    err = capsys.readouterr().err
+    assert "already has a certificate" in err and "-reissue" in err, err
+    assert layout.client_bundle("alice").read_bytes() == bundle  # the working bundle is kept
+
+    assert server_main(["-pki", str(pki), "-new-client", "alice", "-reissue"]) == 0
+    assert layout.client_bundle("alice").read_bytes() != bundle
+
+
+def test_reissue_without_new_client_names_both_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        server_main(["-reissue"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-reissue" in err and "-new-client" in err, err

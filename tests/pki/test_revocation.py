@@ -38,7 +38,9 @@ def test_no_file_means_nothing_revoked(tmp_path: Path) -> None:
 def test_revoking_a_client_lists_its_certificates_and_round_trips(tmp_path: Path) -> None:
     layout = make_layout(tmp_path / "pki")
     first = issue_client(layout, "alice", now=datetime(2026, 1, 1, tzinfo=UTC))
-    second = issue_client(layout, "alice")  # a reissue: two dated files and the canonical one
+    second = issue_client(
+        layout, "alice", reissue=True
+    )  # a reissue: two dated files and the canonical one
     other = issue_client(layout, "alice-2")
     added = revoke_client(layout, "alice", now=datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC))
     serials = {serial_of(first.dated_cert), serial_of(second.dated_cert)}
@@ -50,7 +52,7 @@ def test_revoking_a_client_lists_its_certificates_and_round_trips(tmp_path: Path
     assert stat.S_IMODE(revoked_path(layout).stat().st_mode) == 0o600
     assert is_client_revoked(layout, "alice") and not is_client_revoked(layout, "alice-2")
     assert revoke_client(layout, "alice") == []  # already there: nothing added
-    issue_client(layout, "alice")  # a new certificate is not revoked
+    issue_client(layout, "alice", reissue=True)  # a new certificate is not revoked
     assert not is_client_revoked(layout, "alice")
 
 

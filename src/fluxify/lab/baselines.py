@@ -95,7 +95,7 @@ def baseline_tunnel(name: str, dep: Deployment) -> Iterator[Tunnel]:
 def _openvpn(dep: Deployment, processes: list[subprocess.Popen[Any]]) -> Tunnel:
     root = dep.workdir / "openvpn-pki"
     setup = ensure_server_pki(root, (str(dep.t.server_v4.ip),))
-    client = issue_client(setup.layout, "openvpn-bench")
+    client = issue_client(setup.layout, "openvpn-bench", reissue=True)
     common = ["openvpn", "--dev", "ovpn0", "--dev-type", "tun", "--proto", "udp"]
     common += ["--ca", str(setup.layout.ca_cert), "--data-ciphers", "AES-256-GCM"]
     common += ["--cipher", "AES-256-GCM", "--disable-dco", "--verb", "3", "--ping", "1"]

@@ -120,12 +120,12 @@ def load_ca(layout: ServerPkiLayout) -> Issued:
 
 
 def issue_client(
-    layout: ServerPkiLayout, raw_name: str, *, now: datetime | None = None, reissue: bool = True
+    layout: ServerPkiLayout, raw_name: str, *, now: datetime | None = None, reissue: bool = False
 ) -> IssuedClient:
     """Issue (or reissue) a client certificate; write dated, canonical and bundle files.
 
-    With ``reissue=False`` a name that already has a certificate is refused (PkiError) instead
-    of replaced: its current bundle would stop working.
+    A name that already has a certificate is refused (PkiError) unless ``reissue`` asks for it
+    to be replaced: its current bundle then stops working.
 
     The bundle is ``ca.pem + "\\n" + cert + "\\n" + key`` (Go's "Copy cert+key" format: the last
     certificate is the leaf), saved as ``clients/bundles/<name>.pem`` so it can be copied to the
@@ -137,7 +137,7 @@ def issue_client(
         raise PkiError(
             f"client {name!r} already has a certificate ({layout.client_cert(name)}); "
             "reissuing replaces it and stops its current bundle working, so ask for a reissue "
-            "explicitly or choose another name"
+            "explicitly (fluxify-server -new-client NAME -reissue) or choose another name"
         )
     ca = load_ca(layout)
     issued = make_client_cert(ca, name, now)

@@ -12,7 +12,8 @@ DEFAULT_HOSTS = ("127.0.0.1", "localhost")
 class ServerConfig:
     """Everything ``fluxify-server`` was asked to do. ``tun_name`` "" lets the kernel pick.
 
-    ``new_client`` and ``revoke`` name a client to issue or revoke headlessly, then exit.
+    ``new_client`` and ``revoke`` name a client to issue or revoke headlessly, then exit;
+    ``reissue`` lets ``new_client`` replace a certificate the name already has.
     """
 
     udp_port: int = DEFAULT_UDP_PORT
@@ -23,6 +24,7 @@ class ServerConfig:
     hosts: tuple[str, ...] = DEFAULT_HOSTS
     tui: bool = False
     new_client: str | None = None
+    reissue: bool = False
     revoke: str | None = None
     verbose: bool = False
     log_level: str = "info"  # -log-level; -v means "debug"
