@@ -619,13 +619,13 @@ def _lab_up(parser: FlagParser, ns: argparse.Namespace) -> int:
 
 # -- shared -----------------------------------------------------------------------------------
 
-DEFAULT_STATE_DIR = Path("/run/fluxify")
-STATE_DIR_ENV = "FLUXIFY_STATE_DIR"  # the undo journals; tests give each process its own
 EVENT_LOOP_ENV = "FLUXIFY_EVENT_LOOP"  # "uvloop" to use uvloop (no measured gain so far)
 
 
 def _state_dir() -> Path:
-    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+    from fluxify.linux.statefiles import state_dir_from_env  # noqa: PLC0415 - keeps -h fast
+
+    return state_dir_from_env()
 
 
 def _add_service_flags(parser: FlagParser, prog: str, metrics_example: str) -> None:

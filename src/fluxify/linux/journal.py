@@ -24,10 +24,10 @@ from fluxify.linux import nftables, sysctl
 from fluxify.linux.netlink import ExistsError, Netlink, NotFoundError
 from fluxify.linux.netns import NETNS_DIR
 from fluxify.linux.routing import PROTO_STATIC, Route, Rule, effective_metric
+from fluxify.linux.statefiles import DEFAULT_STATE_DIR
 
 log = logging.getLogger(__name__)
 
-DEFAULT_STATE_DIR = Path("/run/fluxify")
 JOURNAL_VERSION = 1
 Record = dict[str, Any]
 Leg = tuple[str | None, str | None]  # (gateway, ifname) of a route or of one of its nexthops

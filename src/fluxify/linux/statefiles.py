@@ -13,6 +13,13 @@ from pathlib import Path
 
 PRIVATE_STATE_DIR_MODE = 0o700
 PRIVATE_STATE_FILE_MODE = 0o600
+DEFAULT_STATE_DIR = Path("/run/fluxify")  # undo journals, stats files
+STATE_DIR_ENV = "FLUXIFY_STATE_DIR"  # tests and the lab give each process its own
+
+
+def state_dir_from_env() -> Path:
+    """Where journals and stats live: ``$FLUXIFY_STATE_DIR``, else /run/fluxify."""
+    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
 
 
 def write_private_bytes(path: Path, data: bytes) -> None:

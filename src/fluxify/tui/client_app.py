@@ -10,7 +10,6 @@ mode. Root: the runner runs in this event loop; Stop, Quit and Ctrl-C wait for i
 
 import asyncio
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from fluxify.client.settings import (
     save_settings,
 )
 from fluxify.errors import FluxifyError
+from fluxify.linux.statefiles import state_dir_from_env
 from fluxify.tui import stats_view
 from fluxify.tui.client_form import ClientForm
 from fluxify.tui.client_run import ClientTuiDeps, RunningClient, UiLogHandler
@@ -52,7 +52,6 @@ from fluxify.tui.client_widgets import InterfacePicker, StatsPanel
 STALE_STATS_S = 3.0  # an idle TUI shows another process's stats only while they are this fresh
 INTERFACE_REFRESH_S = 10.0
 AUTOSTART_DELAY_S = 0.1
-DEFAULT_STATE_DIR = Path("/run/fluxify")
 
 
 class ClientApp(App[int]):
@@ -437,7 +436,7 @@ def run_client_tui(config: ClientConfig, state_dir: Path | None = None) -> int:
     except FluxifyError as exc:
         stored, merged = StoredSettings(), config
         note = f"{exc} (settings are not saved until it is fixed)"
-    state = state_dir or Path(os.environ.get("FLUXIFY_STATE_DIR") or DEFAULT_STATE_DIR)
+    state = state_dir or state_dir_from_env()
     deps = ClientTuiDeps(state_dir=state, original_args=tuple(sys.argv[1:]))
     app = ClientApp(merged, stored, deps, note)
     result = app.run()

@@ -7,7 +7,6 @@ divided by the time between their modification times.
 """
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from typing import Any
 from rich.text import Text
 from textual.widgets import Static
 
-DEFAULT_STATE_DIR = Path("/run/fluxify")
-STATE_DIR_ENV = "FLUXIFY_STATE_DIR"
+from fluxify.linux.statefiles import state_dir_from_env
+
 STATS_FILE = "server-stats.json"
 FRESH_S = 5.0
 REFRESH_S = 1.0
@@ -26,7 +25,7 @@ NO_SERVER = "no server running on this host"
 
 
 def default_state_dir() -> Path:
-    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+    return state_dir_from_env()
 
 
 @dataclass(frozen=True)
