@@ -155,7 +155,11 @@ class ClientDataPlane:
             except OSError:  # e.g. ECONNREFUSED from an ICMP error; keep reading
                 continue
             if address[0] != server[0] or address[1] != server[1]:
-                counts[DropReason.FOREIGN_SOURCE] += 1  # only the server speaks to us
+                # only the server speaks to us; a coalesced read counts each of its datagrams
+                segment = segment_size(ancdata) if gro else 0
+                counts[DropReason.FOREIGN_SOURCE] += (
+                    -(-size // segment) if 0 < segment < size else 1
+                )
                 continue
             data = view[:size].tobytes()
             at = stamp(ancdata, offset)

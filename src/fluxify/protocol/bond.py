@@ -425,6 +425,11 @@ class BondEngine(Generic[K]):
             if self.config.role is Role.CLIENT:
                 codec.drops.counts[DropReason.FOREIGN_SOURCE] += len(datagrams)
                 return []
+            if len(self.paths) >= MAX_PATHS and not self._evictable(now):
+                # every slot holds a fresh path: nothing from here could become one, so it is
+                # refused before any decryption (each datagram counted once)
+                codec.drops.counts[DropReason.PATH_LIMIT] += len(datagrams)
+                return []
             if not self._unknown_source_budget(now):
                 # a flood from an address that is no path of this session burns its own small
                 # share of decryptions, not the session's
@@ -443,8 +448,8 @@ class BondEngine(Generic[K]):
                 # v1 control packets are unnumbered and may be replays: a path they bring is
                 # provisional until an IP packet or a fresh heartbeat confirms it
                 path = self._learn(key, now, confirmed=v2 or ptype == _IP)
-                if path is None:
-                    codec.drops.counts[DropReason.PATH_LIMIT] += 1
+                if path is None:  # not reached: the room was checked above
+                    codec.drops.counts[DropReason.PATH_LIMIT] += len(datagrams) - index - 1
                     return ready
             size = len(datagram)
             path.rx_packets += 1
@@ -506,9 +511,7 @@ class BondEngine(Generic[K]):
         provisional path goes first, then one silent for ``EVICTABLE_AFTER_S``, never a path
         that spoke lately (a replayer must not push the real ones out)."""
         if len(self.paths) >= MAX_PATHS:
-            victims = [p for p in self.paths if not p.confirmed] or [
-                p for p in self.paths if now - p.last_heard > EVICTABLE_AFTER_S
-            ]
+            victims = self._evictable(now)
             if not victims:
                 return None
             oldest = min(victims, key=lambda p: p.last_heard)
@@ -520,6 +523,13 @@ class BondEngine(Generic[K]):
         if confirmed:
             self._events.append(("new", path.label))
         return path
+
+    def _evictable(self, now: float) -> list[BondPath[K]]:
+        """The paths a new one may replace: the provisional ones, else those silent for
+        ``EVICTABLE_AFTER_S``."""
+        return [p for p in self.paths if not p.confirmed] or [
+            p for p in self.paths if now - p.last_heard > EVICTABLE_AFTER_S
+        ]
 
     def _confirm(self, path: BondPath[K]) -> None:
         path.confirmed = True
