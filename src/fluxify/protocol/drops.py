@@ -32,6 +32,7 @@ class DropReason(IntEnum):
     UNKNOWN_SOURCE_BUDGET = 21  # from an address not (yet) a path, over its decryption budget
     STALE_HEARTBEAT = 22  # a v1 heartbeat whose stamp is too far from now or not newer
     PATH_LIMIT = 23  # a new path while every path slot holds a fresh path
+    SESSION_BUDGET = 24  # server: over the session's share of a full read shared with others
 
 
 class DropCounters:

@@ -6,7 +6,8 @@ the engine releases (in order) are written to the TUN once their inner source is
 packet's destination address finds the session; the engine returns per-path runs of datagrams,
 sent with the ancillary data that makes them leave from the address the client used. One timer
 serves every engine's deadlines. Each reader drains its fd until it would block (at most
-``DRAIN_BUDGET`` per wake-up, for fairness). Nothing here logs per packet.
+``DRAIN_BUDGET`` per wake-up, for fairness); a full read shared by several sessions gives each
+at most an equal share (``_share``). Nothing here logs per packet.
 """
 
 import asyncio
@@ -40,6 +41,12 @@ RECEIVE_BUFFER_BYTES = 2048  # a v1 datagram is at most 1450 bytes; more fails i
 RECEIVE_ANCILLARY_SPACE = ANCILLARY_SPACE + udp_offload.GRO_SPACE
 TIMER_DRAIN_ROUNDS = 8  # before deadlines run, read up to 8 x DRAIN_BUDGET waiting datagrams
 SESSION_IDLE_S = 120.0  # a session with no authenticated datagram this long is expired
+SESSION_SHARE_MIN = 32  # of a full read, what a session may always keep
+
+# one session's consecutive datagrams from one address, as the drain collected them
+_Run = tuple[
+    "ServerSession", Address, list[tuple[int, int, bytes]], list[bytes], list[float | None]
+]
 
 
 class ServerSession:
@@ -178,9 +185,9 @@ class ServerDataPlane:
         stamp = rx_timestamps.arrival
         current: ServerSession | None = None
         current_address: Address | None = None
-        current_ancdata: list[tuple[int, int, bytes]] = []
         batch: list[bytes] = []
         arrivals: list[float | None] = []
+        runs: list[_Run] = []
         read = 0
         while read < DRAIN_BUDGET:
             try:
@@ -202,17 +209,39 @@ class ServerDataPlane:
                     counts[DropReason.TOO_SHORT if too_short else DropReason.UNKNOWN_SESSION] += 1
                     continue
                 if session is not current or address != current_address:
-                    if current is not None and current_address is not None:
-                        self._receive(
-                            current, current_address, current_ancdata, batch, arrivals, now
-                        )
-                    current, current_address, current_ancdata = session, address, ancdata
+                    current, current_address = session, address
                     batch, arrivals = [], []
+                    runs.append((session, address, ancdata, batch, arrivals))
                 batch.append(piece)
                 arrivals.append(at)
-        if current is not None and current_address is not None:
-            self._receive(current, current_address, current_ancdata, batch, arrivals, now)
+        if read >= DRAIN_BUDGET and len(runs) > 1:
+            self._share(runs)
+        for session, address, ancdata, batch, arrivals in runs:
+            if batch:
+                self._receive(session, address, ancdata, batch, arrivals, now)
         return read
+
+    def _share(self, runs: list["_Run"]) -> None:
+        """A full read with several sessions in it: each keeps at most an equal share of the
+        budget, the rest of a heavier one's datagrams is dropped before any decryption, so one
+        client flooding the socket cannot take the CPU the others' datagrams need."""
+        totals: dict[int, int] = {}
+        for session, _address, _ancdata, batch, _arrivals in runs:
+            totals[session.session_id] = totals.get(session.session_id, 0) + len(batch)
+        if len(totals) < 2:
+            return
+        share = max(DRAIN_BUDGET // len(totals), SESSION_SHARE_MIN)
+        left = {sid: share for sid, total in totals.items() if total > share}
+        dropped = 0
+        for session, _address, _ancdata, batch, arrivals in runs:
+            room = left.get(session.session_id)
+            if room is None:
+                continue
+            if len(batch) > room:
+                dropped += len(batch) - room
+                del batch[room:], arrivals[room:]
+            left[session.session_id] = room - len(batch)
+        self.drops.counts[DropReason.SESSION_BUDGET] += dropped
 
     def _receive(  # noqa: PLR0917 - one batch of the drain loop, as it collected it
         self,
