@@ -110,17 +110,18 @@ def test_a_flood_of_bad_tags_from_another_address_gets_only_its_small_decryption
     engine = server()
     client = DataSession(SID, KEY)
     good = client.seal_ip(ipv4())
-    assert good is not None
-    forged = good[:-1] + bytes([good[-1] ^ 1])  # the right session id, a wrong tag
+    unsent = client.seal_ip(ipv4())
+    assert good is not None and unsent is not None
+    # the right session id, a fresh seq (a seen one is refused before any crypto), a wrong tag
+    forged = unsent[:-1] + bytes([unsent[-1] ^ 1])
     assert engine.receive(CLIENT_A, [good], 0.0) == [ipv4()]
     for step in range(1000):  # 1000 datagrams in 1 s, one at a time
         engine.receive(ATTACKER, [forged], step / 1000)
     drops = engine.codec.drops
     assert drops[DropReason.BAD_TAG] <= UNKNOWN_SOURCE_BURST + 20 + 1
     assert drops[DropReason.BAD_TAG] + drops[DropReason.UNKNOWN_SOURCE_BUDGET] == 1000
-    later = client.seal_ip(ipv4())
-    assert later is not None
-    assert engine.receive(CLIENT_A, [later], 1.0) == [ipv4()]  # the session is unharmed
+    # the session is unharmed: the forged copies did not even burn the number they carried
+    assert engine.receive(CLIENT_A, [unsent], 1.0) == [ipv4()]
 
 
 def test_a_replayed_old_echo_does_not_revive_a_dead_uplink() -> None:

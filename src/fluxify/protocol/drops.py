@@ -32,7 +32,9 @@ class DropReason(IntEnum):
     UNKNOWN_SOURCE_BUDGET = 21  # from an address not (yet) a path, over its decryption budget
     STALE_HEARTBEAT = 22  # a v1 heartbeat whose stamp is too far from now or not newer
     PATH_LIMIT = 23  # a new path while every path slot holds a fresh path
-    SESSION_BUDGET = 24  # server: over the session's share of a full read shared with others
+    UNKNOWN_KEY = 24  # feature rekey: no key of that key phase is accepted (retired or not yet)
+    KEY_EXHAUSTED = 25  # not sent: the send key sealed its limit and no new epoch came in time
+    SESSION_BUDGET = 26  # server: over the session's share of a full read shared with others
 
 
 class DropCounters:

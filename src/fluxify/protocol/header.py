@@ -58,6 +58,7 @@ class HeaderFlag(IntEnum):
     BACKUP = 2  # sent on a path its owner marked ``backup`` (carry data only when needed)
     ECHO = 4  # a heartbeat that answers the peer's heartbeat (same payload)
     DUPLICATED = 8  # an IP packet sent on two paths: the second copy is no replay
+    KEY_PHASE = 16  # feature ``rekey``: the parity of the key epoch that sealed it (docs/keys.md)
 
 
 class Header(NamedTuple):

@@ -5,7 +5,9 @@ accepted when it is newer than the newest seen, or at most ``WINDOW_SIZE`` behin
 before. Sequence numbers wrap at 2^32: "newer" is serial-number arithmetic (RFC 1982), so a jump
 forward of less than 2^31 is newer, anything else is behind. Internally the counter is extended to
 an unbounded integer so the bitmap logic never sees the wrap. Not thread-safe: one per receiving
-session, called only after the datagram authenticated (else forged numbers could advance it).
+session. ``accept`` is called only after the datagram authenticated (else forged numbers could
+advance it); ``fresh`` changes nothing and may be asked before, to spare the crypto of a number
+``accept`` would refuse anyway.
 """
 
 SEQ_MODULUS = 1 << 32
@@ -53,6 +55,22 @@ class ReplayWindow:
             return False
         self._ring[index] = word | bit
         return True
+
+    def fresh(self, seq: int) -> bool:
+        """Whether ``accept(seq)`` would take ``seq`` now; records nothing."""
+        if self._empty:
+            return True
+        ahead = (seq - self._last_seq) % SEQ_MODULUS
+        if ahead:
+            if ahead < HALF_SEQ_SPACE:
+                return True
+            counter = self._last + ahead - SEQ_MODULUS
+            if counter + WINDOW_SIZE < self._last:
+                return False
+        else:
+            counter = self._last
+        index = (counter >> _LOG2_BLOCK_BITS) & _BLOCK_MASK
+        return not self._ring[index] & (1 << (counter & _BIT_MASK))
 
     def _advance(self, counter: int, seq: int) -> None:
         current = self._last >> _LOG2_BLOCK_BITS

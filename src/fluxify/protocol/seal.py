@@ -1,11 +1,12 @@
 """AES-256-GCM sealing of v1 datagrams: ``header(22) || nonce(12) || ciphertext || tag(16)``.
 
 The 22 header bytes are the AAD. One ``AESGCM`` object per key, built once (the original built a
-cipher per packet). v1 nonces are random (reference §1.3); the nonce source is a parameter so the
-negotiated counter nonces of SPEC §5 plug in later without touching the sealing code.
+cipher per packet). v1 nonces are random (reference §1.3). Under feature ``rekey`` the keys and
+counter nonces of ``protocol.keys`` are used instead: ``seal_counted`` (docs/keys.md).
 """
 
 import secrets
+import struct
 from collections.abc import Callable
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -17,8 +18,10 @@ from fluxify.protocol.header import (
     PROTOCOL_VERSION,
     TAG_SIZE,
 )
+from fluxify.protocol.keys import SendKey
 
 KEY_SIZE = 32
+_COUNTER = struct.Struct(">Q")
 _NONCE_END = HEADER_SIZE + NONCE_SIZE
 _SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE
 
@@ -106,3 +109,41 @@ class Opener:
         return self._aead.decrypt(
             datagram[HEADER_SIZE:_NONCE_END], datagram[_NONCE_END:], datagram[:HEADER_SIZE]
         )
+
+
+def seal_counted(  # noqa: PLR0917 - positional on the hot path: one call per datagram
+    key: SendKey,
+    session_id: int,
+    packet_type: int,
+    seq: int,
+    compression: int,
+    plaintext: bytes,
+    flags: int = 0,
+    path_word: int = 0,
+    send_us: int = 0,
+) -> bytes:
+    """A datagram sealed under ``key`` with the next counter nonce and its key-phase bit.
+
+    The caller checks ``key.sent < key.limit`` first (``DataSession`` does)."""
+    counter = key.sent
+    key.sent = counter + 1
+    header = HEADER.pack(
+        PROTOCOL_VERSION,
+        packet_type,
+        session_id,
+        seq,
+        len(plaintext) + _SEAL_OVERHEAD,
+        compression,
+        flags | key.phase_flag,
+        path_word,
+        send_us,
+    )
+    nonce = key.nonce_prefix + _COUNTER.pack(counter)
+    return header + nonce + key.aead.encrypt(nonce, plaintext, header)
+
+
+def open_with(aead: AESGCM, datagram: bytes) -> bytes:
+    """``Opener.open`` with a given AEAD (a receive key of ``protocol.keys``)."""
+    return aead.decrypt(
+        datagram[HEADER_SIZE:_NONCE_END], datagram[_NONCE_END:], datagram[:HEADER_SIZE]
+    )

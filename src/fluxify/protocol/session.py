@@ -7,7 +7,12 @@ in ``drops`` by reason. v1 semantics (SPEC §2): one key for both directions, ra
 packets numbered 1, 2, … per direction, heartbeats, echoes and handshakes numbered 0. With
 ``numbered_control`` (feature ``bond-v2``) control packets are numbered 1, 2, … in a sequence
 space of their own and pass a replay window of their own, so a captured heartbeat cannot be
-replayed; a v1 peer never sees such a session.
+replayed; a v1 peer never sees such a session. With ``keys`` (feature ``rekey``,
+docs/keys.md) each direction has its own key epochs and counter nonces, every message is
+counted against its key, and a full key stops sending (``key_exhausted``) instead of reusing it.
+
+``open`` does the cheap checks first — length, version, session, type, key phase, and whether
+the seq could still be accepted by its replay window — and only then the AES-GCM work.
 """
 
 from cryptography.exceptions import InvalidTag
@@ -25,8 +30,9 @@ from fluxify.protocol.header import (
     PacketType,
 )
 from fluxify.protocol.heartbeat import HANDSHAKE_PAYLOAD, pack_heartbeat
+from fluxify.protocol.keys import KEY_PHASE, KeySchedule
 from fluxify.protocol.replay import ReplayWindow
-from fluxify.protocol.seal import NonceSource, Opener, Sealer
+from fluxify.protocol.seal import NonceSource, Opener, Sealer, open_with, seal_counted
 
 IPV4_MIN_HEADER_SIZE = 20
 IPV6_HEADER_SIZE = 40
@@ -40,6 +46,7 @@ _GZIP = int(Compression.GZIP)
 _NONE = int(Compression.NONE)
 _FEEDBACK = int(PacketType.FEEDBACK)
 _DUPLICATED = int(HeaderFlag.DUPLICATED)
+_KEY_EXHAUSTED = int(DropReason.KEY_EXHAUSTED)
 
 
 _CONTROL_TYPES = frozenset({_HEARTBEAT, _HANDSHAKE, _FEEDBACK})
@@ -72,6 +79,7 @@ class DataSession:
         "compression",
         "control_replay",
         "drops",
+        "keys",
         "numbered_control",
         "received_flags",
         "received_path_word",
@@ -90,8 +98,10 @@ class DataSession:
         drops: DropCounters | None = None,
         nonces: NonceSource | None = None,
         numbered_control: bool = False,
+        keys: KeySchedule | None = None,
     ) -> None:
         self.session_id = session_id
+        self.keys = keys
         self._sealer = Sealer(key, session_id, nonces)
         self._opener = Opener(key)
         self._seq = 0
@@ -116,9 +126,15 @@ class DataSession:
         if not packet:
             self.drops.counts[DropReason.EMPTY_IP] += 1
             return None
+        keys = self.keys
+        if keys is not None and keys.send.sent >= keys.send.limit:
+            self.drops.counts[_KEY_EXHAUSTED] += 1  # never reuse a key past its limit
+            return None
         seq = self._seq + 1
         if seq > MAX_SEQ:
-            seq = 1  # wrap, skipping 0: 0 marks unnumbered packets
+            # wrap, skipping 0: 0 marks unnumbered packets. Under ``keys`` one key carries fewer
+            # than 2^31 numbers, so no number comes round again under the same key.
+            seq = 1
         self._seq = seq
         return self.reseal_ip(seq, packet, flags, path_word, send_us)
 
@@ -126,9 +142,9 @@ class DataSession:
         self, seq: int, packet: bytes, flags: int = 0, path_word: int = 0, send_us: int = 0
     ) -> bytes:
         """IP packet ``seq`` sealed again (a duplicate or a re-injection): the receiver's replay
-        window keeps whichever copy arrives first."""
+        window keeps whichever copy arrives first. b"" (counted) when the send key is full."""
         payload, compression = self.compression.encode(packet)
-        return self._sealer.seal(_IP, seq, compression, payload, flags, path_word, send_us)
+        return self._seal(_IP, seq, compression, payload, flags, path_word, send_us)
 
     def seal_control(
         self, packet_type: int, payload: bytes, flags: int = 0, path_word: int = 0, send_us: int = 0
@@ -140,7 +156,30 @@ class DataSession:
             if seq > MAX_SEQ:
                 seq = 1
             self._control_seq = seq
-        return self._sealer.seal(packet_type, seq, _NONE, payload, flags, path_word, send_us)
+        return self._seal(packet_type, seq, _NONE, payload, flags, path_word, send_us)
+
+    def _seal(  # noqa: PLR0917 - positional on the hot path
+        self,
+        packet_type: int,
+        seq: int,
+        compression: int,
+        payload: bytes,
+        flags: int,
+        path_word: int,
+        send_us: int,
+    ) -> bytes:
+        keys = self.keys
+        if keys is None:
+            return self._sealer.seal(
+                packet_type, seq, compression, payload, flags, path_word, send_us
+            )
+        key = keys.send
+        if key.sent >= key.limit:
+            self.drops.counts[_KEY_EXHAUSTED] += 1
+            return b""  # nothing to send: the caller's UDP send of b"" carries no datagram
+        return seal_counted(
+            key, self.session_id, packet_type, seq, compression, payload, flags, path_word, send_us
+        )
 
     def seal_heartbeat(self, now_ns: int) -> bytes:
         return self.seal_control(_HEARTBEAT, pack_heartbeat(now_ns))
@@ -185,11 +224,26 @@ class DataSession:
         if ptype != _IP and ptype not in _CONTROL_TYPES:
             counts[DropReason.UNKNOWN_TYPE] += 1
             return None
-        if self.numbered_control and ptype != _IP and seq == UNNUMBERED_SEQ:
+        if ptype == _IP:
+            if not self.replay.fresh(seq):  # seen or too old: no crypto spent on it
+                counts[DropReason.DUPLICATE if flags & _DUPLICATED else DropReason.REPLAY] += 1
+                return None
+        elif self.numbered_control and (
+            seq == UNNUMBERED_SEQ or not self.control_replay.fresh(seq)
+        ):
             counts[DropReason.CONTROL_REPLAY] += 1  # v2 numbers every control packet
             return None
+        keys = self.keys
         try:
-            plaintext = self._opener.open(datagram)
+            if keys is None:
+                plaintext = self._opener.open(datagram)
+            else:
+                slot = keys.receive[1 if flags & KEY_PHASE else 0]
+                if slot is None:
+                    counts[DropReason.UNKNOWN_KEY] += 1  # retired, or not installed yet
+                    return None
+                plaintext = open_with(slot.aead, datagram)
+                slot.received += 1
         except InvalidTag:
             counts[DropReason.BAD_TAG] += 1
             return None

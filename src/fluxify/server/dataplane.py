@@ -25,6 +25,7 @@ from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondConfig, BondEngine, BondSnapshot, Role
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.header import MIN_DATAGRAM_SIZE, peek_session_id
+from fluxify.protocol.keys import KeySchedule
 from fluxify.protocol.session import DataSession
 from fluxify.server.udp_socket import (
     ANCILLARY_SPACE,
@@ -127,13 +128,15 @@ class ServerDataPlane:
         inner_v6: IPv6Address | None,
         *,
         v2: bool = False,
+        keys: KeySchedule | None = None,
     ) -> None:
         """Start accepting ``session_id``; a session holding the same addresses is replaced.
 
-        ``v2``: the client negotiated ``bond-v2`` (per-path numbers, feedback, numbered control).
+        ``v2``: the client negotiated ``bond-v2`` (per-path numbers, feedback, numbered control);
+        ``keys``: it negotiated ``rekey`` (per-direction key epochs, rotated by the control plane).
         """
         now = self._clock()
-        codec = DataSession(session_id, key, drops=self.drops, numbered_control=v2)
+        codec = DataSession(session_id, key, drops=self.drops, numbered_control=v2, keys=keys)
         offset = time.time_ns() - int(now * 1e9)
         engine: BondEngine[Address] = BondEngine(
             codec, BondConfig(Role.SERVER, v2, wall_offset_ns=offset), now
