@@ -576,6 +576,12 @@ def lab_parser() -> FlagParser:
         help="per-uplink random loss in percent (whole numbers)",
     )
     sub.add_parser("down", help="remove what a killed 'up' left behind")
+    soak = sub.add_parser("soak", help="mixed traffic with wan2 flapping; fails on growth")
+    soak.add_argument("--minutes", type=float, default=60.0, metavar="N", help="default 60")
+    soak.add_argument("--sample-seconds", type=float, default=10.0, metavar="S", help="default 10")
+    soak.add_argument(
+        "--out", type=Path, default=Path("out/soak.json"), metavar="FILE", help="JSON report"
+    )
     return parser
 
 
@@ -588,6 +594,15 @@ def lab_main(argv: Sequence[str] | None = None) -> int:
         return _run("fluxify-lab", remove_leftovers)
     if ns.command == "up":
         return _lab_up(parser, ns)
+    if ns.command == "soak":
+        if ns.minutes <= 0 or ns.sample_seconds <= 0:
+            parser.error("argument --minutes/--sample-seconds: expected a positive number")
+        from fluxify.lab.soak import run_soak  # noqa: PLC0415 - heavy, only here
+
+        return _run(
+            "fluxify-lab",
+            lambda: run_soak(ns.minutes, ns.out, sample_s=ns.sample_seconds),
+        )
     if ns.seconds < 1:
         parser.error("argument --seconds: expected at least 1")
     from fluxify.lab.demo import run_demo  # noqa: PLC0415 - heavy, only here

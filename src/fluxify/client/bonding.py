@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address, IPv6Address
 from pathlib import Path
 
+from fluxify.client.channel import ClientChannel
 from fluxify.client.config import ClientConfig, ServerAddress
 from fluxify.client.control import fetch_session
 from fluxify.client.dataplane import ClientDataPlane, Tunnel, Uplink
@@ -29,7 +30,7 @@ from fluxify.client.uplinks import (
     plan_uplinks,
     resolve_server,
 )
-from fluxify.errors import ConfigError, ControlError
+from fluxify.errors import ConfigError, ControlError, SessionRefusedError
 from fluxify.linux import tun_offload
 from fluxify.linux.journal import Journal
 from fluxify.linux.netlink import Netlink
@@ -41,10 +42,12 @@ from fluxify.protocol.bond import BondConfig, BondEngine, Role
 from fluxify.protocol.bondpath import Priority
 from fluxify.protocol.control import (
     FEATURE_BOND_V2,
+    FEATURE_REKEY,
     Extensions,
     SessionRequest,
     SessionResponse,
 )
+from fluxify.protocol.keys import KeySchedule
 from fluxify.protocol.session import DataSession
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,7 @@ RENEW_AFTER_DEAD_S = 1.5  # every path dead this long: the server has likely los
 RECONNECT_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
 STATS_INTERVAL_S = 1.0
 STATS_LOG_INTERVAL_S = 10.0
-OFFERED_FEATURES = frozenset({FEATURE_BOND_V2})
+OFFERED_FEATURES = frozenset({FEATURE_BOND_V2, FEATURE_REKEY})
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,8 @@ class BondingStats:
     drops: dict[str, int]
     reorder: dict[str, object]
     efficiency: float | None
+    key_epoch: int | None = None  # feature rekey: the epoch we send under
+    rekeys: int = 0  # epochs installed in this session
 
 
 class BondingClient:
@@ -90,9 +95,16 @@ class BondingClient:
         self._tun: Tun | None = None
         self._sockets: list[socket.socket] = []
         self._paths: list[tuple[str, Priority]] = []  # label and priority of engine path i
+        self._material: ClientMaterial | None = None
+        self.channel: ClientChannel | None = None  # feature rekey: the session's control channel
+        self._channel_task: asyncio.Task[None] | None = None
+        self.revoked: str | None = None  # the server's revocation, as the sentence to exit with
+        self._stop: asyncio.Event | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         material = load_client_material(self.pki_dir, self.config.client_name)
+        self._material = material
+        self._stop = stop
         server_ip = resolve_server(self.server.host)
         family = socket.AF_INET6 if ":" in server_ip else socket.AF_INET
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -122,11 +134,14 @@ class BondingClient:
                     )
                     await self._supervise(dataplane, material, server_ip, response, stop)
                 finally:
+                    await self._end_channel(goodbye=self.revoked is None)
                     dataplane.detach(loop)
                     self.dataplane = None
             finally:
                 self._close()
         log.info("bonding: stopped; host routes, rules and sysctls restored")
+        if self.revoked is not None:
+            raise SessionRefusedError(self.revoked)
 
     def _plan(self, journal: Journal, family: int) -> list[UplinkPlan]:
         return plan_uplinks(
@@ -150,8 +165,15 @@ class BondingClient:
         v2 = FEATURE_BOND_V2 in accepted
         loop = asyncio.get_running_loop()
         now = loop.time()
+        keys = None
+        if v2 and FEATURE_REKEY in accepted:
+            keys = KeySchedule(response.session_key, response.session_id, client=True)
+            self._start_channel(response.session_id, keys)
+        elif self._channel_task is not None:
+            self._channel_task.cancel()
+            self.channel = self._channel_task = None
         engine: BondEngine[int] = BondEngine(
-            DataSession(response.session_id, response.session_key, numbered_control=v2),
+            DataSession(response.session_id, response.session_key, numbered_control=v2, keys=keys),
             BondConfig(Role.CLIENT, v2, wall_offset_ns=time.time_ns() - int(now * 1e9)),
             now,
         )
@@ -163,6 +185,36 @@ class BondingClient:
             inner_v4=response.client_ip.packed,
             inner_v6=response.client_ip6.packed if response.client_ip6 else b"",
         )
+
+    def _start_channel(self, session_id: int, keys: KeySchedule) -> None:
+        assert self._material is not None
+        if self._channel_task is not None:
+            self._channel_task.cancel()  # the old session is gone: no goodbye for it
+        self.channel = ClientChannel(
+            self.server,
+            self._material,
+            session_id,
+            keys,
+            self.config.rekey_interval_s,
+            on_revoked=self._on_revoked,
+        )
+        self._channel_task = asyncio.create_task(self.channel.run(), name="control channel")
+
+    def _on_revoked(self, message: str) -> None:
+        self.revoked = message
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _end_channel(self, *, goodbye: bool) -> None:
+        channel, task = self.channel, self._channel_task
+        self.channel = self._channel_task = None
+        if channel is None or task is None:
+            return
+        if goodbye:
+            await channel.goodbye()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     def _bring_up_tun(self, journal: Journal, response: SessionResponse) -> None:
         self._tun = tun = Tun.open("", extra_flags=tun_offload.open_flags())
@@ -216,6 +268,8 @@ class BondingClient:
                     failures += 1
                 else:
                     response, all_dead_since, failures = renewed, None, 0
+            if self.channel is not None:
+                self.channel.tick()
             self._write_stats(dataplane, response)
             if now >= next_log:
                 next_log = now + STATS_LOG_INTERVAL_S
@@ -277,6 +331,8 @@ class BondingClient:
             drops=dataplane.drops.snapshot(),
             reorder=asdict(snapshot.reorder),
             efficiency=snapshot.efficiency,
+            key_epoch=keys.send.epoch if (keys := dataplane.engine.codec.keys) else None,
+            rekeys=self.channel.rekey.rekeys if self.channel is not None else 0,
         )
         write_private_json(self.state_dir / "client-stats.json", asdict(stats))
 

@@ -41,6 +41,7 @@ class ClientConfig:
     ifaces: tuple[str, ...] = ()
     backup_ifaces: tuple[str, ...] = ()  # of ``ifaces``: carry data only when the others can't
     protocol: str = "v2"  # -protocol v1: never offer extensions (comparisons, debugging)
+    rekey_interval_s: float = 3600.0  # -rekey-interval: ask for a new key epoch this often
     source_ips: tuple[IPv4Address | IPv6Address, ...] = ()
     connections: int = DEFAULT_CONNECTIONS
     pki_dir: Path | None = None

@@ -78,7 +78,7 @@ async def _exchange(
     request: SessionRequest,
     material: ClientMaterial,
 ) -> bytes:
-    tls = await _connect(server, context)
+    tls = await connect_tls(server, context)
     try:
         try:
             await tls.handshake()
@@ -104,7 +104,8 @@ async def _exchange(
         tls.abort()  # our close_notify is already sent; nothing more to say
 
 
-async def _connect(server: ServerAddress, context: ssl.SSLContext) -> TlsStream:
+async def connect_tls(server: ServerAddress, context: ssl.SSLContext) -> TlsStream:
+    """A TCP connection to the control port, as a TLS stream not yet shaken hands."""
     try:
         reader, writer = await asyncio.open_connection(server.host, server.port)
     except OSError as exc:
@@ -160,7 +161,7 @@ async def _server_cert_error(
 async def _server_names(server: ServerAddress, material: ClientMaterial) -> list[str] | None:
     """The SANs of the (CA-verified) server certificate, read without the hostname check."""
     try:
-        tls = await _connect(server, client_context(material, check_hostname=False))
+        tls = await connect_tls(server, client_context(material, check_hostname=False))
     except ControlError:
         return None
     try:

@@ -93,6 +93,25 @@ class TlsStream:
             if len(received) > limit:
                 raise TlsTooLongError(f"more than {limit} bytes before EOF")
 
+    def selected_alpn(self) -> str | None:
+        """The ALPN protocol the handshake agreed on, if any."""
+        return self._tls.selected_alpn_protocol()
+
+    async def read_some(self) -> bytes:
+        """What the peer sends next, at least one byte; b"" at EOF (close_notify or FIN)."""
+        while True:
+            try:
+                chunk = self._tls.read(_READ_CHUNK)
+            except ssl.SSLWantReadError:
+                await self._flush()
+                if self._eof_fed:
+                    return b""
+                await self._fill()
+                continue
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return b""
+            return chunk
+
     async def close_write(self) -> None:
         """Send close_notify (Go's ``CloseWrite``) and keep the read side open."""
         try:

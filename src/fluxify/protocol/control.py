@@ -25,6 +25,9 @@ EXTENSION_VERSION = 2
 # The bond engine's v2 header (per-path sequence number and send time in the reserved bytes),
 # feedback packets, numbered control packets with their own replay window (docs/bond-engine.md).
 FEATURE_BOND_V2 = "bond-v2"
+# Per-direction keys with counter nonces, rotated over a persistent control channel that also
+# carries goodbye and revocation (docs/keys.md, docs/protocol.md §3.4). Only with bond-v2.
+FEATURE_REKEY = "rekey"
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 

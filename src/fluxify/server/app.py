@@ -28,9 +28,9 @@ from fluxify.protocol.addresses import (
     TUN_PREFIX_V4,
     TUN_PREFIX_V6,
 )
-from fluxify.protocol.control import (
-    FEATURE_BOND_V2,
-)
+from fluxify.protocol.control import FEATURE_BOND_V2, FEATURE_REKEY
+from fluxify.protocol.keys import KeySchedule
+from fluxify.server.channels import ChannelHub
 from fluxify.server.config import ServerConfig
 from fluxify.server.control import ControlServer
 from fluxify.server.dataplane import ServerDataPlane
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 HOUSEKEEPING_INTERVAL_S = 1.0  # sweep, revocations, stats
 DROP_LOG_INTERVAL_S = 30.0
 HOUSEKEEPING_ERROR_LOG_INTERVAL_S = 30.0  # one warning per interval, however often it fails
-ACCEPTED_FEATURES = frozenset({FEATURE_BOND_V2})
+ACCEPTED_FEATURES = frozenset({FEATURE_BOND_V2, FEATURE_REKEY})
 FORWARDING_SYSCTLS = ("net.ipv4.ip_forward", "net.ipv6.conf.all.forwarding")
 
 
@@ -56,6 +56,7 @@ class BondingServer:
         self.dataplane: ServerDataPlane | None = None
         self.control: ControlServer | None = None
         self.revocation: RevocationWatcher | None = None
+        self.channels = ChannelHub(self.table, interval_s=config.rekey_interval_s)
         self._revocation_seen = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,6 +88,7 @@ class BondingServer:
                         ACCEPTED_FEATURES if self.config.protocol == "v2" else frozenset()
                     ),
                     is_revoked=revocation.is_revoked,
+                    channels=self.channels if self.config.protocol == "v2" else None,
                 )
                 await self.control.start(None, self.config.control_port)
                 log.info(
@@ -122,6 +124,10 @@ class BondingServer:
 
     def _opened(self, session: Session) -> None:
         assert self.dataplane is not None
+        keys = None
+        if FEATURE_REKEY in session.features:
+            keys = KeySchedule(session.key, session.session_id, client=False)
+            self.channels.add(session, keys)
         self.dataplane.install(
             session.session_id,
             session.key,
@@ -129,11 +135,13 @@ class BondingServer:
             session.client_ip,
             session.client_ip6,
             v2=FEATURE_BOND_V2 in session.features,
+            keys=keys,
         )
 
     def _removed(self, session: Session, reason: RemovalReason) -> None:
         assert self.dataplane is not None
         self.dataplane.remove(session.session_id)
+        self.channels.remove(session, reason)
         log.info("session %08x (%s) ended: %s", session.session_id, session.identity, reason.value)
 
     def _expired(self, session_id: int) -> None:
@@ -149,6 +157,7 @@ class BondingServer:
             try:
                 dataplane.sweep()
                 self.end_revoked_sessions()
+                self.channels.tick()
                 self._write_stats(dataplane)
             except Exception as exc:
                 # EMFILE, a full disk, an unreadable CRL: the tunnel keeps running; say so
@@ -175,6 +184,12 @@ class BondingServer:
         self._revocation_seen = self.revocation.generation
         return self.table.close_revoked(self.revocation.serials)
 
+    @staticmethod
+    def _key_epoch(dataplane: ServerDataPlane, session_id: int) -> int | None:
+        live = dataplane.sessions.get(session_id)
+        keys = live.engine.codec.keys if live is not None else None
+        return keys.send.epoch if keys is not None else None
+
     def _write_stats(self, dataplane: ServerDataPlane) -> None:
         """``<state_dir>/server-stats.json``: sessions, their paths, drops (for tools and tests)."""
         sessions = []
@@ -189,11 +204,16 @@ class BondingServer:
                     "paths": [asdict(p) for p in s.bond.paths],
                     "reorder": asdict(s.bond.reorder),
                     "efficiency": s.bond.efficiency,
+                    "key_epoch": self._key_epoch(dataplane, s.session_id),
+                    "rekeys": rekey.rekeys
+                    if (rekey := self.channels.rekeys.get(s.session_id))
+                    else 0,
                 }
             )
         stats = {
             "sessions": sessions,
             "drops": dataplane.drops.snapshot(),
+            "goodbyes": self.channels.goodbyes,
             "tun_packets_read": dataplane.tun_packets_read,
             "tun_packets_written": dataplane.tun.written,
         }

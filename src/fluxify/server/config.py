@@ -30,4 +30,5 @@ class ServerConfig:
     log_level: str = "info"  # -log-level; -v means "debug"
     metrics: tuple[str, int] | None = None  # -metrics host:port; None: no /metrics
     protocol: str = "v2"  # -protocol v1: accept no extension (a server as the original)
+    rekey_interval_s: float = 3600.0  # -rekey-interval: a new key epoch at least this often
     extra: dict[str, str] = field(default_factory=dict)

@@ -7,7 +7,8 @@ connection has its own task, a short handshake deadline and one deadline for the
 exchange, so a slow or hostile peer only ever costs its own task; connections over the caps in
 total or per source are closed at once. Connections without a certificate never get a log line
 of their own: they are counted and summarised (``Admission``). The identity is the client
-certificate's CN.
+certificate's CN. A connection that selects the ALPN protocol ``fluxify-channel/1`` is the
+persistent control channel of a ``rekey`` session instead (its frames go to a ``ChannelHub``).
 """
 
 import asyncio
@@ -21,15 +22,20 @@ import struct
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from cryptography import x509
 
 from fluxify.errors import RemoteProtocolError, SessionRefusedError
 from fluxify.pki.certs import common_name
 from fluxify.pki.tls_stream import TlsStream, TlsTooLongError
+from fluxify.protocol.channel import CHANNEL_ALPN, Frame, FrameDecoder, FrameType, encode_frame
 from fluxify.protocol.control import (
     EXTENSION_VERSION,
+    FEATURE_BOND_V2,
+    FEATURE_REKEY,
     MAX_CONTROL_MESSAGE_BYTES,
     Extensions,
     SessionRequest,
@@ -44,9 +50,11 @@ from fluxify.server.admission import (
     ConnectionOutcome,
     source_of,
 )
+from fluxify.server.channels import ChannelHub, ChannelLink
 from fluxify.server.sessions import SessionTable
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 CONTROL_DEADLINE_S = 10.0  # whole exchange, handshake included (SPEC §3)
 HANDSHAKE_DEADLINE_S = 3.0  # a TLS handshake takes milliseconds; idle sockets must not linger
@@ -68,8 +76,9 @@ class ControlServer:
     client offering features gets the intersection back, a v1 client gets no extension field.
     ``clock`` gives the ``now`` recorded in the table (seconds, monotonic). ``is_revoked`` is
     asked about each client certificate's serial number; a revoked one gets no session.
-    ``table``, ``clock`` and ``is_revoked`` are only ever used on the loop that called
-    ``start``; the TLS work happens on the server's own thread.
+    ``channels`` serves the persistent channels of ``rekey`` sessions (None: the feature is
+    never granted). ``table``, ``clock``, ``is_revoked`` and ``channels`` are only ever used on
+    the loop that called ``start``; the TLS work happens on the server's own thread.
     """
 
     def __init__(
@@ -86,8 +95,12 @@ class ControlServer:
         summary_interval_s: float = SUMMARY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         is_revoked: Callable[[int], bool] | None = None,
+        channels: ChannelHub | None = None,
     ) -> None:
         self._context = context
+        self._channels = channels
+        if channels is not None:
+            context.set_alpn_protocols([CHANNEL_ALPN])  # a v1 client offers none: no change
         self._table = table
         self._udp_port = udp_port
         self._accepted = accepted_features
@@ -172,7 +185,10 @@ class ControlServer:
             )
         extensions = None
         if request.extensions is not None and self._accepted:  # none accepted: answer as v1
-            extensions = Extensions(EXTENSION_VERSION, request.extensions.features & self._accepted)
+            features = request.extensions.features & self._accepted
+            if self._channels is None or FEATURE_BOND_V2 not in features:
+                features -= {FEATURE_REKEY}  # the key phase lives in the v2 header
+            extensions = Extensions(EXTENSION_VERSION, features)
         session = self._table.open(
             identity,
             self._clock(),
@@ -287,6 +303,9 @@ class ControlServer:
             if not await self._handshake(tls, peer):
                 await _linger(reader, writer)
                 return
+            if self._channels is not None and tls.selected_alpn() == CHANNEL_ALPN:
+                await self._channel(tls, peer)
+                return
             remaining = self._deadline_s - (time.monotonic() - started)
             try:
                 async with asyncio.timeout(remaining):
@@ -373,20 +392,98 @@ class ControlServer:
         self, identity: str, request: SessionRequest, serial: int
     ) -> SessionResponse:
         """``grant`` on the table's loop; if this task is cancelled first, it never runs."""
+        return await self._on_owner(lambda: self.grant(identity, request, serial))
+
+    async def _on_owner(self, call: Callable[[], _T]) -> _T:
+        """``call()`` on the table's loop; if this task is cancelled first, it never runs."""
         owner = self._owner
         assert owner is not None
-        done: concurrent.futures.Future[SessionResponse] = concurrent.futures.Future()
+        done: concurrent.futures.Future[_T] = concurrent.futures.Future()
 
-        def grant() -> None:
+        def run() -> None:
             if not done.set_running_or_notify_cancel():
                 return
             try:
-                done.set_result(self.grant(identity, request, serial))
+                done.set_result(call())
             except Exception as exc:
                 done.set_exception(exc)
 
-        owner.call_soon_threadsafe(grant)
+        owner.call_soon_threadsafe(run)
         return await asyncio.wrap_future(done)
+
+    # --- the persistent channel (feature rekey) -----------------------------------------------
+
+    async def _channel(self, tls: TlsStream, peer: str) -> None:
+        """ATTACH within the deadline, then frames both ways until either end closes."""
+        hub = self._channels
+        assert hub is not None
+        der = tls.peer_certificate_der()
+        cert = x509.load_der_x509_certificate(der) if der else None
+        identity = common_name(cert) if cert is not None else ""
+        serial = cert.serial_number if cert is not None else 0
+        decoder = FrameDecoder()
+        loop = asyncio.get_running_loop()
+        outbox: asyncio.Queue[Frame | None] = asyncio.Queue()
+
+        def send(frame: Frame | None) -> None:  # from the table's loop
+            loop.call_soon_threadsafe(outbox.put_nowait, frame)
+
+        try:
+            async with asyncio.timeout(self._deadline_s):
+                frames: list[Frame] = []
+                while not frames:
+                    data = await tls.read_some()
+                    if not data:
+                        return
+                    frames = decoder.feed(data)
+            first = frames.pop(0)
+            if first.type is not FrameType.ATTACH:
+                raise RemoteProtocolError(f"control channel: {first.type.name} before ATTACH")
+            is_revoked = self._is_revoked
+            if is_revoked is not None and await self._on_owner(lambda: is_revoked(serial)):
+                raise SessionRefusedError("certificate revoked")
+            link = await self._on_owner(lambda: hub.attach(first.value, identity, send))
+        except TimeoutError:
+            log.warning("control %s: channel closed: no ATTACH within %g s", peer, self._deadline_s)
+            return
+        except (RemoteProtocolError, SessionRefusedError) as exc:
+            log.warning("control %s: channel of %r refused: %s", peer, identity, exc)
+            await tls.close()
+            return
+        log.info(
+            "control %s: channel of %r attached to session %#010x", peer, identity, first.value
+        )
+        writer = asyncio.create_task(self._channel_writer(tls, outbox), name=f"channel {peer}")
+        try:
+            await self._channel_reader(tls, decoder, frames, link)
+        except RemoteProtocolError as exc:
+            log.warning("control %s: channel of %r closed: %s", peer, identity, exc)
+        finally:
+            await self._on_owner(lambda: hub.detach(link))
+            outbox.put_nowait(None)
+            await asyncio.gather(writer, return_exceptions=True)
+            await tls.close()
+
+    async def _channel_reader(
+        self, tls: TlsStream, decoder: FrameDecoder, frames: list[Frame], link: ChannelLink
+    ) -> None:
+        hub = self._channels
+        assert hub is not None
+        while True:
+            for frame in frames:
+                await self._on_owner(partial(hub.on_frame, link, frame))
+                if frame.type is FrameType.GOODBYE:
+                    return
+            data = await tls.read_some()
+            if not data:
+                return
+            frames = decoder.feed(data)
+
+    @staticmethod
+    async def _channel_writer(tls: TlsStream, outbox: "asyncio.Queue[Frame | None]") -> None:
+        while (frame := await outbox.get()) is not None:
+            await tls.send_all(encode_frame(frame))
+        await tls.close()  # the session ended here: the reader sees EOF
 
 
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})

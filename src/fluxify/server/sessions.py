@@ -29,6 +29,7 @@ class RemovalReason(Enum):
     EXPIRED = "idle for too long"
     CLOSED = "closed"
     REVOKED = "its certificate was revoked"
+    GOODBYE = "the client said goodbye"
 
 
 @dataclass(eq=False)
