@@ -33,6 +33,7 @@ from fluxify.flags import (
     port_value,
     weight_list,
 )
+from fluxify.protocol.rekey import DEFAULT_REKEY_INTERVAL_S
 from fluxify.server.config import (
     DEFAULT_CONTROL_PORT,
     DEFAULT_HOSTS,
@@ -110,6 +111,16 @@ def server_parser() -> FlagParser:
     )
     add_flag(
         parser,
+        "rekey-interval",
+        type=_duration,
+        default=DEFAULT_REKEY_INTERVAL_S,
+        dest="rekey_interval",
+        metavar="D",
+        help="a new data-plane key epoch for every session at least this often "
+        "(default 1h; e.g. 30m, 90s; feature rekey, Fluxify peers only)",
+    )
+    add_flag(
+        parser,
         "new-client",
         metavar="NAME",
         dest="new_client",
@@ -129,6 +140,25 @@ def server_parser() -> FlagParser:
     )
     _add_service_flags(parser, "fluxify-server", "127.0.0.1:9108")
     return parser
+
+
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MIN_REKEY_INTERVAL_S = 1.0
+
+
+def _duration(text: str) -> float:
+    """A Go-style duration (``90s``, ``30m``, ``1h``) or plain seconds, at least 1 s."""
+    value = text.strip()
+    unit = next((u for u in ("ms", "s", "m", "h") if value.endswith(u)), "")
+    try:
+        seconds = float(value[: len(value) - len(unit)]) * _DURATION_UNITS_S.get(unit, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 30m or 1h, got {text!r}"
+        ) from None
+    if not seconds >= MIN_REKEY_INTERVAL_S or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected at least 1s, got {text!r}")
+    return seconds
 
 
 def _single_interface(text: str) -> str:
@@ -162,6 +192,7 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
         log_level="debug" if ns.verbose else ns.log_level,
         metrics=ns.metrics,
         protocol=ns.protocol,
+        rekey_interval_s=ns.rekey_interval,
     )
 
 
@@ -278,6 +309,16 @@ def client_parser() -> FlagParser:
     )
     add_flag(
         parser,
+        "rekey-interval",
+        type=_duration,
+        default=DEFAULT_REKEY_INTERVAL_S,
+        dest="rekey_interval",
+        metavar="D",
+        help="ask the server for a new data-plane key epoch at least this often "
+        "(default 1h; e.g. 30m, 90s; feature rekey, Fluxify peers only)",
+    )
+    add_flag(
+        parser,
         "ips",
         type=address_list,
         default=(),
@@ -387,6 +428,7 @@ def parse_client_args(argv: Sequence[str]) -> ClientConfig:
         ifaces=ns.ifaces,
         backup_ifaces=ns.backup,
         protocol=ns.protocol,
+        rekey_interval_s=ns.rekey_interval,
         source_ips=ns.ips,
         connections=ns.conns,
         pki_dir=ns.pki,
