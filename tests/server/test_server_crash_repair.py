@@ -1,7 +1,8 @@
 """A SIGKILLed server leaves its nft table and sysctls behind; the next start repairs them.
 
 The real ``fluxify-server`` runs in a namespace of its own (``fhs-...``): start, SIGKILL,
-start again, stop; then the namespace's nftables ruleset, sysctls, links, addresses and routes
+start again (the leftovers undone, the host set up afresh: one table, forwarding, the TUN up with
+its address), stop; then the namespace's nftables ruleset, sysctls, links, addresses and routes
 are what they were before the first start.
 """
 
@@ -16,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from fluxify.protocol.addresses import SERVER_TUN_V4
 from tests.linux.conftest import requires_root, throwaway_netns
 
 pytestmark = [pytest.mark.root, requires_root]
@@ -101,6 +103,7 @@ def test_a_sigkilled_server_is_repaired_by_its_next_start(
     server_netns: str, tmp_path: Path
 ) -> None:
     before = snapshot(server_netns)
+    assert before["forward4"] == "0"  # so "restored" below means the crash's "1" was undone
     runs = ServerRuns(server_netns, tmp_path)
     try:
         first = runs.start()
@@ -112,10 +115,19 @@ def test_a_sigkilled_server_is_repaired_by_its_next_start(
         crashed = snapshot(server_netns)
         assert "table inet fluxify" in crashed["nftables"]  # what the crash left behind
         assert crashed["forward4"] == "1"
+        assert crashed["links"] == before["links"]  # the TUN went with the process's fd
         assert (runs.state / "server.json").exists()  # and its journal says how to undo it
 
         second = runs.start()
         assert "undid" in runs.log.read_text()
+        # the repaired host is set up afresh: one table, forwarding on, a TUN up with its address
+        again = snapshot(server_netns)
+        assert again["nftables"].count("table inet fluxify") == 1
+        assert again["forward4"] == "1" and again["forward6"] == "1"
+        known = {line.split(": ")[1] for line in before["links"].splitlines()}
+        tun_links = [x for x in again["links"].splitlines() if x.split(": ")[1] not in known]
+        assert len(tun_links) == 1 and ",UP" in tun_links[0], again["links"]
+        assert f"{SERVER_TUN_V4}/" in again["addresses"]
         second.send_signal(signal.SIGTERM)
         assert second.wait(timeout=60) == 0
     finally:
