@@ -371,6 +371,8 @@ class BondEngine(Generic[K]):
                 run.append(datagram)
 
     def _queue(self, path: BondPath[K], datagram: bytes) -> None:
+        if not datagram:
+            return  # the codec's send key is used up (feature rekey): nothing may be sealed
         path.tx_packets += 1
         path.tx_bytes += len(datagram)
         run = self._out.get(path.key)
