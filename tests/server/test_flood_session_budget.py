@@ -1,4 +1,5 @@
-"""One client flooding the server's socket with valid traffic cannot take the others' share.
+"""One client flooding the server's socket with valid traffic cannot take the others' share,
+and a batch from an address that is no path gets no more decryptions than its budget.
 
 In process over loopback UDP: the real ``ServerDataPlane`` with two sessions, its TUN a pipe.
 """
@@ -10,7 +11,9 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from fluxify.protocol.bond import UNKNOWN_SOURCE_BURST
 from fluxify.protocol.drops import DropReason
+from fluxify.protocol.seal import Sealer
 from fluxify.protocol.session import DataSession
 from fluxify.server.dataplane import DRAIN_BUDGET, ServerDataPlane
 from fluxify.server.udp_socket import open_data_socket
@@ -109,3 +112,25 @@ def test_one_session_alone_keeps_its_whole_read(plane: tuple[ServerDataPlane, in
     assert total == DRAIN_BUDGET + 50
     assert sources_on_tun(tun).count(INNER_A.packed) == DRAIN_BUDGET + 50
     assert dp.drops[DropReason.SESSION_BUDGET] == 0
+
+
+def test_a_batch_from_an_unknown_address_gets_one_decryption_per_token_not_per_batch(
+    plane: tuple[ServerDataPlane, int],
+) -> None:
+    """One read of many forged datagrams once cost one token and a decryption for each."""
+    dp, _tun = plane
+    port = dp.sock.getsockname()[1]
+    client = Client(SID_A, KEY_A, INNER_A, port)
+    client.send(1)
+    dp.on_datagrams()
+    forger = Sealer(bytes(32), SID_A)  # the session's id, fresh numbers, the wrong key
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as flooder:
+        for seq in range(100, 300):
+            flooder.sendto(forger.seal(1, seq, 0, ipv4(INNER_A, seq)), ("127.0.0.1", port))
+        read = 0
+        while step := dp.on_datagrams():
+            read += step
+    assert read == 200
+    tried = dp.drops[DropReason.BAD_TAG]
+    assert 0 < tried <= UNKNOWN_SOURCE_BURST + 1
+    assert tried + dp.drops[DropReason.UNKNOWN_SOURCE_BUDGET] == 200

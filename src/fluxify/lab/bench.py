@@ -9,7 +9,9 @@ Scenarios (each quantity the median of ``runs`` runs, each run a fresh two-uplin
   the v1 round robin (``-protocol v1``) beside bond-v2;
 - ``failover``: wan1 cut at t = 5 s of a checked upload; longest gap of a 10 ms probe stream;
 - ``latency``: ping RTT through each tunnel vs raw;
-- ``cpu``: CPU seconds per GB of the client and server processes.
+- ``cpu``: CPU seconds per GB of the client and server processes;
+- ``flood``: upload goodput while another address floods the server's UDP port with garbage,
+  bad-tag and replayed control datagrams, against the same upload unflooded (``lab.bench_flood``).
 
 Everything built is torn down after each scenario, on Ctrl-C and on SIGTERM. A failing scenario
 is reported as such and the suite goes on.
@@ -23,6 +25,7 @@ from pathlib import Path
 from fluxify.errors import FluxifyError
 from fluxify.lab.baselines import ensure_installed
 from fluxify.lab.bench_failover import failover
+from fluxify.lab.bench_flood import flood_scenario
 from fluxify.lab.bench_report import ScenarioResult, render_table, to_json, write_json, write_png
 from fluxify.lab.bench_scenarios import BenchConfig, Scenario, bonding, cpu, latency, single_path
 from fluxify.lab.deployment import deployment
@@ -51,6 +54,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     "failover": ("failover: wan1 cut at t = 5 s of a bonded upload", failover),
     "latency": ("latency added by the tunnel (ping RTT)", latency),
     "cpu": ("CPU seconds per GB moved", cpu),
+    "flood": ("upload while another address floods the server's UDP port", flood_scenario),
 }
 BED_PREFIX = "fxbench"
 

@@ -432,16 +432,17 @@ class BondEngine(Generic[K]):
                 # refused before any decryption (each datagram counted once)
                 codec.drops.counts[DropReason.PATH_LIMIT] += len(datagrams)
                 return []
-            if not self._unknown_source_budget(now):
-                # a flood from an address that is no path of this session burns its own small
-                # share of decryptions, not the session's
-                codec.drops.counts[DropReason.UNKNOWN_SOURCE_BUDGET] += len(datagrams)
-                return []
         ready: list[bytes] = []
         reorder = self.reorder
         v2 = self.v2
         now_us = int(now * 1e6)
         for index, datagram in enumerate(datagrams):
+            if path is None and not self._unknown_source_budget(now):
+                # a flood from an address that is no path of this session burns its own small
+                # share of decryptions, one per datagram (a batch is no single attempt), not
+                # the session's
+                codec.drops.counts[DropReason.UNKNOWN_SOURCE_BUDGET] += len(datagrams) - index
+                break
             opened = codec.open(datagram)
             if opened is None:
                 continue
