@@ -7,7 +7,8 @@ captured on the ISP's link. Reported: goodput unflooded and flooded in the same 
 ratio (issue 13's target: >= 0.80).
 
 ``... control --host H --idle N --idle-bind A --handshake-bind B --seconds S`` is the control-plane
-flood: N idle TCP connections out of interface A, then anonymous TLS handshakes out of B.
+flood: N idle TCP connections out of interface A, then anonymous TLS handshakes out of B;
+``... session --host H --pki DIR --name N`` times session requests (to run during it).
 
 ``python -m fluxify.lab.bench_flood capture --iface wan --port P --out FILE`` records the
 client's datagrams to port P seen on an interface (AF_PACKET); ``... flood --host H --port P
@@ -16,6 +17,7 @@ datagrams came back to it (a replay must get no answer), as JSON.
 """
 
 import argparse
+import asyncio
 import base64
 import json
 import random
@@ -192,6 +194,22 @@ def control_flood(
     }
 
 
+def time_sessions(host: str, port: int, pki: Path, name: str, count: int) -> list[float]:
+    """Seconds each of ``count`` session requests took (TLS handshake to response)."""
+    from fluxify.client.config import ServerAddress  # noqa: PLC0415 - only this role
+    from fluxify.client.control import fetch_session  # noqa: PLC0415
+    from fluxify.pki.client_material import load_client_material  # noqa: PLC0415
+    from fluxify.protocol.control import SessionRequest  # noqa: PLC0415
+
+    material = load_client_material(pki, name)
+    took: list[float] = []
+    for _ in range(count):
+        started = time.monotonic()
+        asyncio.run(fetch_session(ServerAddress(host, port), material, SessionRequest(name)))
+        took.append(round(time.monotonic() - started, 3))
+    return took
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fluxify.lab.bench_flood")
     sub = parser.add_subparsers(dest="role", required=True)
@@ -213,7 +231,17 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--idle-bind", required=True)
     co.add_argument("--handshake-bind", required=True)
     co.add_argument("--seconds", type=float, required=True)
+    se = sub.add_parser("session")
+    se.add_argument("--host", required=True)
+    se.add_argument("--port", type=int, default=SERVER_CONTROL_PORT)
+    se.add_argument("--pki", type=Path, required=True)
+    se.add_argument("--name", required=True)
+    se.add_argument("--count", type=int, default=5)
     ns = parser.parse_args(argv)
+    if ns.role == "session":
+        took = time_sessions(ns.host, ns.port, ns.pki, ns.name, ns.count)
+        print(json.dumps({"session_s": took}), flush=True)
+        return 0
     if ns.role == "control":
         result = control_flood(
             ns.host,
