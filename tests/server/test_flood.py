@@ -19,6 +19,7 @@ import pytest
 from fluxify.lab.bench_flood import capture_client_datagrams, flood_report, start_flood
 from fluxify.lab.deployment import Deployment, deployment, wait_until
 from fluxify.lab.soak import proc_rss_kb
+from fluxify.protocol.bond import UNKNOWN_SOURCE_BURST, UNKNOWN_SOURCE_PER_S
 from tests.linux.conftest import requires_root
 
 pytestmark = [pytest.mark.root, requires_root]
@@ -105,6 +106,14 @@ def test_a_flood_from_another_address_leaves_the_transfer_whole_and_the_server_q
     assert paths_after == paths_before  # the replayer's address became no path
     assert counted.get("unknown_session", 0) > 0  # the garbage
     assert counted.get("bad_tag", 0) + counted.get("unknown_source_budget", 0) > 0
+    # the session's datagrams from the flooder's address got its small budget, 20/s
+    # (burst 40), of attempts, however they were batched; the rest never reached the codec
+    attempts = counted.get("bad_tag", 0) + counted.get("control_replay", 0)
+    assert attempts <= UNKNOWN_SOURCE_PER_S * (FLOOD_SECONDS + 10) + UNKNOWN_SOURCE_BURST, counted
     assert rss_after - rss_before < RSS_GROWTH_MAX_KB, (rss_before, rss_after)
-    # nothing per packet or per address: at most a drop summary and the transfer's path news
-    assert len(log_during) <= 5, log_during
+    # nothing per packet or per flooding address: drop summaries and news of the client's own
+    # paths (an overloaded box may declare them late for a moment), a bounded few
+    own = [line for line in log_during if any(label in line for label in paths_before)]
+    others = [line for line in log_during if line not in own and "drops so far" not in line]
+    assert not others, others
+    assert len(log_during) <= 40, log_during
