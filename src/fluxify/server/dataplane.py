@@ -24,7 +24,12 @@ from fluxify.linux.tun_offload import TunReader
 from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondConfig, BondEngine, BondSnapshot, Role
 from fluxify.protocol.drops import DropCounters, DropReason
-from fluxify.protocol.header import MIN_DATAGRAM_SIZE, peek_session_id
+from fluxify.protocol.header import (
+    MIN_DATAGRAM_SIZE,
+    SESSION_ID,
+    SESSION_ID_OFFSET,
+    peek_session_id,
+)
 from fluxify.protocol.keys import KeySchedule
 from fluxify.protocol.session import DataSession
 from fluxify.server.udp_socket import (
@@ -177,8 +182,10 @@ class ServerDataPlane:
         """Drain the UDP socket; hand each session's consecutive datagrams from one address to
         its engine as one batch. Returns how many datagrams were read."""
         recvmsg_into = self.sock.recvmsg_into
-        buffers = [self._rx_buffer]
+        buffer = self._rx_buffer
+        buffers = [buffer]
         view = self._rx_view
+        unpack_sid = SESSION_ID.unpack_from
         gro = self.gro
         segment_size = udp_offload.gro_segment_size
         sessions = self.sessions
@@ -199,14 +206,28 @@ class ServerDataPlane:
                 break
             except OSError:  # a queued ICMP error on the socket; the next read goes on
                 continue
-            data = view[:size].tobytes()
-            at = stamp(ancdata, offset)
             segment = segment_size(ancdata) if gro else 0
-            # A coalesced burst came from one address; its datagrams are split here.
-            pieces = [data] if not 0 < segment < size else udp_offload.split_gro(data, segment)
-            read += len(pieces)
+            if not 0 < segment < size:
+                # One datagram: the cheapest checks (length, known session) before any copy or
+                # timestamp, so garbage costs a read and a dict lookup.
+                read += 1
+                known = (
+                    sessions.get(unpack_sid(buffer, SESSION_ID_OFFSET)[0])
+                    if size >= MIN_DATAGRAM_SIZE
+                    else None
+                )
+                if known is None:
+                    too_short = size < MIN_DATAGRAM_SIZE
+                    counts[DropReason.TOO_SHORT if too_short else DropReason.UNKNOWN_SESSION] += 1
+                    continue
+                pieces = [view[:size].tobytes()]
+            else:  # a coalesced burst came from one address; its datagrams are split here
+                known = None
+                pieces = udp_offload.split_gro(view[:size].tobytes(), segment)
+                read += len(pieces)
+            at = stamp(ancdata, offset)
             for piece in pieces:
-                session = sessions.get(peek_session_id(piece))
+                session = known or sessions.get(peek_session_id(piece))
                 if session is None:
                     too_short = len(piece) < MIN_DATAGRAM_SIZE
                     counts[DropReason.TOO_SHORT if too_short else DropReason.UNKNOWN_SESSION] += 1
