@@ -36,7 +36,8 @@ async def main(pki: str, server: str, victim: str, target: str) -> None:
     good = codec.seal_ip(icmp_echo(own, ip_address(target).packed))
     spoofed = codec.seal_ip(icmp_echo(ip_address(victim).packed, ip_address(target).packed))
     assert good is not None and spoofed is not None
-    bad_tag = good[:-1] + bytes([good[-1] ^ 0xFF])
+    # a number not seen yet (a seen one is refused as a replay before any crypto)
+    bad_tag = spoofed[:-1] + bytes([spoofed[-1] ^ 0xFF])
     unknown = bytes([1, 1]) + struct.pack(">I", response.session_id ^ 0xFFFF) + good[6:]
     sent = {
         "garbage": [b"\x00" * 10, b"hello fluxify"],
