@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 
 from fluxify.errors import RemoteProtocolError
+from fluxify.protocol.bond import BondConfig, BondEngine, Role
 from fluxify.protocol.drops import DropReason
 from fluxify.protocol.header import MAX_SEQ, HeaderFlag, PacketType, unpack_header
 from fluxify.protocol.keys import (
@@ -287,3 +288,16 @@ def test_the_overlap_is_at_most_half_the_interval() -> None:
     _, _, _, sk = pair()
     assert ServerRekey(sk, interval_s=2.0, now=0.0).overlap_s == 1.0
     assert ServerRekey(sk, interval_s=3600.0, now=0.0).overlap_s == 10.0
+
+
+def test_an_engine_whose_send_key_is_used_up_puts_nothing_on_the_wire() -> None:
+    keys = KeySchedule(KEY, SID, client=True, limit=2)
+    codec = DataSession(SID, KEY, numbered_control=True, keys=keys)
+    engine: BondEngine[int] = BondEngine(codec, BondConfig(Role.CLIENT, v2=True), 0.0)
+    engine.add_path(0, "wan1", 0.0)
+    engine.send_handshakes(0.0)
+    engine.send_handshakes(0.0)
+    assert len(engine.outgoing()[0]) == 2
+    engine.send_handshakes(0.0)
+    assert engine.send([IPV4], 0.0) == {}
+    assert codec.drops[DropReason.KEY_EXHAUSTED] == 2
