@@ -22,7 +22,6 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
 from types import TracebackType
 from typing import TypeVar
 
@@ -31,7 +30,7 @@ from cryptography import x509
 from fluxify.errors import RemoteProtocolError, SessionRefusedError
 from fluxify.pki.certs import common_name
 from fluxify.pki.tls_stream import TlsStream, TlsTooLongError
-from fluxify.protocol.channel import CHANNEL_ALPN, Frame, FrameDecoder, FrameType, encode_frame
+from fluxify.protocol.channel import CHANNEL_ALPN
 from fluxify.protocol.control import (
     EXTENSION_VERSION,
     FEATURE_BOND_V2,
@@ -50,7 +49,8 @@ from fluxify.server.admission import (
     ConnectionOutcome,
     source_of,
 )
-from fluxify.server.channels import ChannelHub, ChannelLink
+from fluxify.server.channel_conn import serve_channel
+from fluxify.server.channels import ChannelHub
 from fluxify.server.sessions import SessionTable
 
 log = logging.getLogger(__name__)
@@ -304,7 +304,14 @@ class ControlServer:
                 await _linger(reader, writer)
                 return
             if self._channels is not None and tls.selected_alpn() == CHANNEL_ALPN:
-                await self._channel(tls, peer)
+                await serve_channel(
+                    tls,
+                    peer,
+                    self._channels,
+                    self._on_owner,
+                    self._is_revoked,
+                    attach_deadline_s=self._deadline_s,
+                )
                 return
             remaining = self._deadline_s - (time.monotonic() - started)
             try:
@@ -410,80 +417,6 @@ class ControlServer:
 
         owner.call_soon_threadsafe(run)
         return await asyncio.wrap_future(done)
-
-    # --- the persistent channel (feature rekey) -----------------------------------------------
-
-    async def _channel(self, tls: TlsStream, peer: str) -> None:
-        """ATTACH within the deadline, then frames both ways until either end closes."""
-        hub = self._channels
-        assert hub is not None
-        der = tls.peer_certificate_der()
-        cert = x509.load_der_x509_certificate(der) if der else None
-        identity = common_name(cert) if cert is not None else ""
-        serial = cert.serial_number if cert is not None else 0
-        decoder = FrameDecoder()
-        loop = asyncio.get_running_loop()
-        outbox: asyncio.Queue[Frame | None] = asyncio.Queue()
-
-        def send(frame: Frame | None) -> None:  # from the table's loop
-            loop.call_soon_threadsafe(outbox.put_nowait, frame)
-
-        try:
-            async with asyncio.timeout(self._deadline_s):
-                frames: list[Frame] = []
-                while not frames:
-                    data = await tls.read_some()
-                    if not data:
-                        return
-                    frames = decoder.feed(data)
-            first = frames.pop(0)
-            if first.type is not FrameType.ATTACH:
-                raise RemoteProtocolError(f"control channel: {first.type.name} before ATTACH")
-            is_revoked = self._is_revoked
-            if is_revoked is not None and await self._on_owner(lambda: is_revoked(serial)):
-                raise SessionRefusedError("certificate revoked")
-            link = await self._on_owner(lambda: hub.attach(first.value, identity, send))
-        except TimeoutError:
-            log.warning("control %s: channel closed: no ATTACH within %g s", peer, self._deadline_s)
-            return
-        except (RemoteProtocolError, SessionRefusedError) as exc:
-            log.warning("control %s: channel of %r refused: %s", peer, identity, exc)
-            await tls.close()
-            return
-        log.info(
-            "control %s: channel of %r attached to session %#010x", peer, identity, first.value
-        )
-        writer = asyncio.create_task(self._channel_writer(tls, outbox), name=f"channel {peer}")
-        try:
-            await self._channel_reader(tls, decoder, frames, link)
-        except RemoteProtocolError as exc:
-            log.warning("control %s: channel of %r closed: %s", peer, identity, exc)
-        finally:
-            await self._on_owner(lambda: hub.detach(link))
-            outbox.put_nowait(None)
-            await asyncio.gather(writer, return_exceptions=True)
-            await tls.close()
-
-    async def _channel_reader(
-        self, tls: TlsStream, decoder: FrameDecoder, frames: list[Frame], link: ChannelLink
-    ) -> None:
-        hub = self._channels
-        assert hub is not None
-        while True:
-            for frame in frames:
-                await self._on_owner(partial(hub.on_frame, link, frame))
-                if frame.type is FrameType.GOODBYE:
-                    return
-            data = await tls.read_some()
-            if not data:
-                return
-            frames = decoder.feed(data)
-
-    @staticmethod
-    async def _channel_writer(tls: TlsStream, outbox: "asyncio.Queue[Frame | None]") -> None:
-        while (frame := await outbox.get()) is not None:
-            await tls.send_all(encode_frame(frame))
-        await tls.close()  # the session ended here: the reader sees EOF
 
 
 _RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
