@@ -32,11 +32,13 @@ def iperf(
     bind_dev: str | None = None,
     reverse: bool = False,
     port: int = IPERF_PORT,
+    rate: str | None = None,
 ) -> IperfResult:
     """One TCP stream from ``client_ns`` to ``target`` (an address in ``server_ns``).
 
     ``bind_dev`` pins the client to one interface (SO_BINDTODEVICE), which is how a single
-    uplink is measured alone. ``reverse`` measures the download direction.
+    uplink is measured alone. ``reverse`` measures the download direction; ``rate`` (iperf3's
+    ``-b``, e.g. ``"40M"``) caps the sender.
     """
     server = bed.spawn(
         server_ns,
@@ -51,6 +53,8 @@ def iperf(
             argv += ["--bind-dev", bind_dev]
         if reverse:
             argv.append("-R")
+        if rate is not None:
+            argv += ["-b", rate]
         done = _run_client(bed, client_ns, argv, seconds)
     finally:
         if server.poll() is None:

@@ -25,6 +25,7 @@ from typing import Any
 from fluxify.errors import HostError
 from fluxify.lab.deployment import Deployment, deployment, wait_until
 from fluxify.lab.interrupt import sigterm_as_interrupt
+from fluxify.lab.iperf import iperf
 
 SOAK_CLIENT = "soak"
 BED_PREFIX = "fxfsoak"
@@ -61,6 +62,7 @@ class SoakResult:
     samples: list[Sample] = field(default_factory=list)
     bulk_runs: int = 0
     bulk_failed: int = 0
+    bulk_errors: list[str] = field(default_factory=list)
     bulk_mbit: list[float] = field(default_factory=list)
     flaps: int = 0
     probes: dict[str, Any] = field(default_factory=dict)
@@ -106,7 +108,6 @@ def _soak(
     dep: Deployment, result: SoakResult, seconds: float, sample_s: float, flap_s: float
 ) -> None:
     stop = threading.Event()
-    bulk = threading.Thread(target=_bulk_loop, args=(dep, result, stop), daemon=True)
     count = int(seconds * 1000 / PROBE_INTERVAL_MS)
     probe_args = ["--port", str(PROBE_PORT), "--count", str(count)]
     probe_args += ["--interval-ms", f"{PROBE_INTERVAL_MS:g}"]
@@ -127,6 +128,7 @@ def _soak(
     assert dep.server is not None
     server_pid, client_pid = dep.server.pid, dep.clients[SOAK_CLIENT].pid
     started = time.monotonic()
+    bulk = threading.Thread(target=_bulk_loop, args=(dep, result, stop, started), daemon=True)
     bulk.start()
     wan2_up, next_flap, next_sample = True, started + flap_s, started
     try:
@@ -153,38 +155,27 @@ def _soak(
     result.probes = json.loads(lines[-1]) if lines else {}
 
 
-def _bulk_loop(dep: Deployment, result: SoakResult, stop: threading.Event) -> None:
+def _bulk_loop(dep: Deployment, result: SoakResult, stop: threading.Event, started: float) -> None:
     reverse = False
     while not stop.is_set():
         try:
-            result.bulk_mbit.append(_bulk_run(dep, reverse))
-        except (HostError, OSError, subprocess.SubprocessError, ValueError, KeyError):
+            run = iperf(
+                dep.bed,
+                client_ns=dep.t.client_ns,
+                server_ns=dep.t.internet_ns,
+                target=str(dep.t.internet_host_v4.ip),
+                seconds=BULK_SECONDS,
+                reverse=reverse,
+                port=BULK_PORT,
+                rate=BULK_RATE,
+            )
+            result.bulk_mbit.append(round(run.mbit_s, 1))
+        except (HostError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
             result.bulk_failed += 1
+            result.bulk_errors.append(f"t={time.monotonic() - started:.0f}s: {exc}"[:200])
             stop.wait(2.0)
         result.bulk_runs += 1
         reverse = not reverse
-
-
-def _bulk_run(dep: Deployment, reverse: bool) -> float:
-    """One rate-capped iperf3 run through the tunnel; the receiver's Mbit/s."""
-    server = dep.bed.spawn(
-        dep.t.internet_ns,
-        ["iperf3", "-s", "-1", "-p", str(BULK_PORT)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        argv = ["iperf3", "-c", str(dep.t.internet_host_v4.ip), "-p", str(BULK_PORT), "-J"]
-        argv += ["-t", f"{BULK_SECONDS:g}", "-b", BULK_RATE, "--connect-timeout", "3000"]
-        if reverse:
-            argv.append("-R")
-        done = dep.bed.run(dep.t.client_ns, argv, check=False, timeout=BULK_SECONDS + 30)
-    finally:
-        if server.poll() is None:
-            server.terminate()
-        server.wait(timeout=10)
-    report = json.loads(done.stdout)
-    return round(float(report["end"]["sum_received"]["bits_per_second"]) / 1e6, 1)
 
 
 def _sample(
@@ -266,6 +257,7 @@ def summarize(result: SoakResult, server_log: str) -> str:
         f"  TCP bulk: {result.bulk_runs} runs of {BULK_SECONDS:g} s, {result.bulk_failed} failed, "
         f"median {median:.1f} Mbit/s"
     )
+    lines.extend(f"    failed {error}" for error in result.bulk_errors)
     if result.probes:
         lines.append(
             f"  small UDP: {result.probes.get('received')} received, "
