@@ -173,7 +173,8 @@ def parse_server_args(argv: Sequence[str]) -> ServerConfig:
     ns = parser.parse_args(argv)
     if ns.new_client is not None and ns.revoke is not None:
         parser.error(
-            "-revoke and -new-client cannot be used together: revoke, then reissue with -new-client"
+            "-revoke and -new-client cannot be used together: "
+            "revoke, then reissue with -new-client NAME -reissue"
         )
     if ns.reissue and ns.new_client is None:
         parser.error("-reissue needs -new-client NAME: it says which client to reissue")

@@ -121,7 +121,7 @@ def _tls_error(server: ServerAddress, exc: ssl.SSLError) -> ControlError:
     if reason in _REJECTED_BY_SERVER:
         return ControlError(
             f"client certificate rejected by the server {server}: {_REJECTED_BY_SERVER[reason]}; "
-            "get a new bundle from the server (fluxify-server -new-client NAME)"
+            "get a new bundle from the server (fluxify-server -new-client NAME -reissue)"
         )
     return ControlError(f"TLS with the control server {server} failed: {reason}")
 

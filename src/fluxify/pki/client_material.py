@@ -173,7 +173,7 @@ def _check_validity(leaf: x509.Certificate, path: Path, now: datetime) -> None:
     if now > leaf.not_valid_after_utc:
         raise PkiError(
             f"the client certificate in {path} expired on {leaf.not_valid_after_utc:%Y-%m-%d}; "
-            "ask the server operator for a new one (fluxify-server -new-client NAME)"
+            "ask the server operator for a new one (fluxify-server -new-client NAME -reissue)"
         )
     if now < leaf.not_valid_before_utc:
         raise PkiError(
