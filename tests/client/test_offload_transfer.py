@@ -5,13 +5,11 @@ namespace counts a TCP checksum error (``nstat``)."""
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from fluxify.lab.bench_integrity import checked_transfer, csum_errors, increases
 from fluxify.lab.deployment import Deployment, deployment, wait_until
 
 pytestmark = [
@@ -21,28 +19,13 @@ pytestmark = [
 
 MB = 1_000_000
 SIZE = 20 * MB
-TRANSFER = [sys.executable, "-m", "fluxify.lab.transfer"]
 
 
 def _transfer(dep: Deployment, receiver_ns: str, sender_ns: str, host: str, port: int) -> None:
-    receiver = dep.bed.spawn(
-        receiver_ns,
-        [*TRANSFER, "receive", "--port", str(port), "--timeout", "60"],
-        stdout=subprocess.PIPE,
-        text=True,
+    check = checked_transfer(
+        dep, receiver_ns=receiver_ns, sender_ns=sender_ns, host=host, port=port, size=SIZE
     )
-    assert receiver.stdout is not None
-    assert "listening" in receiver.stdout.readline()
-    sent = dep.bed.run(
-        sender_ns,
-        [*TRANSFER, "send", "--host", host, "--port", str(port), "--bytes", str(SIZE)],
-        timeout=90,
-    ).stdout
-    received, _ = receiver.communicate(timeout=30)
-    sent_report: dict[str, Any] = json.loads(sent.strip().splitlines()[-1])
-    received_report: dict[str, Any] = json.loads(received.strip().splitlines()[-1])
-    assert received_report["bytes"] == sent_report["bytes"] == SIZE, (host, received_report)
-    assert received_report["sha256"] == sent_report["sha256"], host
+    assert check.ok, (host, check.problem())
 
 
 def _tun_average(dep: Deployment, netns: str, direction: str) -> float:
@@ -52,17 +35,6 @@ def _tun_average(dep: Deployment, netns: str, direction: str) -> float:
     tun = next(link for link in links if link.get("link_type") == "none")
     counters = tun["stats64"][direction]
     return float(counters["bytes"]) / max(1, counters["packets"])
-
-
-def _csum_errors(dep: Deployment, netns: str) -> dict[str, int]:
-    out = dep.bed.run(netns, ["nstat", "-asz", "*CsumErrors"]).stdout
-    counters = {}
-    for line in out.splitlines():
-        fields = line.split()
-        if len(fields) >= 2 and fields[0].endswith("CsumErrors"):
-            counters[fields[0]] = int(fields[1])
-    assert "TcpInCsumErrors" in counters, out
-    return {name: value for name, value in counters.items() if value}
 
 
 @pytest.mark.parametrize(
@@ -97,7 +69,7 @@ def test_checked_transfers_both_ways_v4_and_v6_without_checksum_errors(
         _transfer(dep, t.client_ns, t.server_ns, stats["client_ip"], 5303)
         _transfer(dep, t.client_ns, t.server_ns, stats["client_ip6"], 5304)
         for netns in (t.client_ns, t.server_ns, t.internet_ns):
-            assert _csum_errors(dep, netns) == {}, netns
+            assert increases({}, csum_errors(dep.bed, netns)) == {}, netns
         # The TUN really moved super-packets (TUN_MTU is 1400) both ways where offloads are on.
         for netns, offloaded in ((t.client_ns, client_tso), (t.server_ns, server_tso)):
             assert (_tun_average(dep, netns, "tx") > 3000) == offloaded, netns

@@ -99,12 +99,15 @@ def cpu_per_gb(pids: Sequence[int], measure: Callable[[], Throughput]) -> tuple[
 
 
 @contextmanager
-def fluxify_running(dep: Deployment, protocol: str = "v2") -> Iterator[tuple[int, int]]:
+def fluxify_running(
+    dep: Deployment, protocol: str = "v2", *, backup: str = ""
+) -> Iterator[tuple[int, int]]:
     """A Fluxify server and bonding client over every uplink; yields their (client, server) pids.
 
     ``protocol`` "v1" makes the client offer no extension (the original round robin), for
-    comparison. Stopped on leaving, so baselines or raw measurements after it see an untouched
-    client.
+    comparison. ``backup`` (an uplink's ifname) makes that uplink carry data only while the
+    others are dead: Fluxify over the remaining one alone. Stopped on leaving, so baselines or
+    raw measurements after it see an untouched client.
     """
     if not (dep.workdir / f"client-{BENCH_CLIENT}").exists():
         dep.issue(BENCH_CLIENT)
@@ -113,7 +116,7 @@ def fluxify_running(dep: Deployment, protocol: str = "v2") -> Iterator[tuple[int
         dep.start_client(
             BENCH_CLIENT,
             ifaces=",".join(u.ifname for u in dep.t.uplinks),
-            extra_args=("-protocol", protocol),
+            extra_args=("-protocol", protocol, *(("-backup", backup) if backup else ())),
         )
         try:
             wait_until("the tunnel to carry a ping", dep.ping_internet)

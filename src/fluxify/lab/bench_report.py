@@ -38,7 +38,8 @@ class Ratio:
 
 @dataclass
 class ScenarioResult:
-    """What one scenario measured: metrics by key, ratios between them, notes, or why skipped."""
+    """What one scenario measured: metrics by key, ratios between them, notes, checks that
+    failed (``failures``: the suite then exits 1), or why it was skipped."""
 
     name: str
     title: str
@@ -46,6 +47,7 @@ class ScenarioResult:
     ratios: list[Ratio] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: str | None = None
+    failures: list[str] = field(default_factory=list)
 
     def metric(self, key: str, label: str, unit: str) -> Metric:
         """The metric ``key``, created on first use (later labels and units are ignored)."""
@@ -93,6 +95,7 @@ def to_json(results: list[ScenarioResult], *, runs: int, seconds: float) -> dict
             },
             "ratios": result.ratio_values(),
             "notes": result.notes,
+            "failures": result.failures,
         }
     return {"runs": runs, "seconds": seconds, "scenarios": scenarios}
 
@@ -114,6 +117,7 @@ def render_table(results: list[ScenarioResult]) -> str:
             shown = "-" if quotient is None else f"{quotient:.2f}x"
             lines.append(f"   {label:<50}{shown:>10}")
         lines.extend(f"   note: {note}" for note in result.notes)
+        lines.extend(f"   FAILED: {failure}" for failure in result.failures)
     return "\n".join(lines)
 
 

@@ -22,8 +22,14 @@ from fluxify.lab.bench_measure import (
 )
 from fluxify.lab.bench_report import Ratio, ScenarioResult
 from fluxify.lab.deployment import Deployment
+from fluxify.protocol.addresses import SERVER_TUN_V4
 
 MBIT = "Mbit/s"
+FLUXIFY_SERVER = "fluxify_server"  # the latency scenario's key: Fluxify to its server's address
+ADDED_LABELS = {
+    FLUXIFY_SERVER: "fluxify (to the server tunnel address)",
+    "fluxify": "fluxify (to the internet host)",
+}
 
 
 @dataclass(frozen=True)
@@ -79,15 +85,32 @@ def single_path(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> No
             measure = partial(tunnel_mbit, dep, cfg.seconds, d, None)
             label = f"fluxify (2 unshaped uplinks), {d}"
             repeat(result, f"fluxify_{d}", label, cfg.runs, measure)
-    for d in DIRECTIONS:
-        result.ratios.append(Ratio(f"fluxify / raw link, {d}", f"fluxify_{d}", f"raw_{d}"))
-        for name in cfg.baselines:
-            result.ratios.append(Ratio(f"fluxify / {name}, {d}", f"fluxify_{d}", f"{name}_{d}"))
-            result.ratios.append(Ratio(f"{name} / raw link, {d}", f"{name}_{d}", f"raw_{d}"))
+    with fluxify_running(dep, backup=dep.t.uplink(2).ifname):
+        for d in DIRECTIONS:
+            measure = partial(tunnel_mbit, dep, cfg.seconds, d, None)
+            label = f"fluxify over wan1 alone (wan2 backup), {d}"
+            repeat(result, f"fluxify_one_{d}", label, cfg.runs, measure)
+    result.ratios.extend(single_ratios(cfg.baselines))
     result.notes.append(
-        "fluxify-client -b needs 2 uplinks: its row bonds wan1+wan2, both unshaped; "
+        "fluxify-client -b needs 2 uplinks: its row bonds wan1+wan2, both unshaped; its "
+        "one-uplink row marks wan2 -backup (data on wan1 while it lives); "
         "baselines end at the server's tunnel address, fluxify at the internet host behind it"
     )
+
+
+def single_ratios(baselines: tuple[str, ...]) -> list[Ratio]:
+    """The single-path ratios per direction: Fluxify against the raw link, against itself over
+    one uplink (bonding two unshaped uplinks must not be slower) and against each baseline."""
+    ratios: list[Ratio] = []
+    for d in DIRECTIONS:
+        ratios.append(Ratio(f"fluxify / raw link, {d}", f"fluxify_{d}", f"raw_{d}"))
+        ratios.append(
+            Ratio(f"fluxify bonded 2 uplinks / 1 uplink, {d}", f"fluxify_{d}", f"fluxify_one_{d}")
+        )
+        for name in baselines:
+            ratios.append(Ratio(f"fluxify / {name}, {d}", f"fluxify_{d}", f"{name}_{d}"))
+            ratios.append(Ratio(f"{name} / raw link, {d}", f"{name}_{d}", f"raw_{d}"))
+    return ratios
 
 
 # One flow through the tunnel carries at most 1348 of 1492 wire bytes per packet, against
@@ -146,7 +169,8 @@ def bonding(
 
 
 def latency(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
-    """Scenario 6: ping RTT raw over wan1 to the server, through each tunnel, through Fluxify."""
+    """Scenario 6: ping RTT raw over wan1 to the server, through each tunnel to the server's
+    tunnel address, through Fluxify to its server's tunnel address and to the internet host."""
     wan1 = dep.t.uplink(1).ifname
     measure = partial(ping_rtt_ms, dep, str(dep.t.server_v4.ip), interface=wan1)
     repeat(result, "raw", "raw ping wan1 -> server", cfg.runs, measure, unit="ms")
@@ -156,17 +180,33 @@ def latency(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
             label = f"{name} ping -> server tunnel address"
             repeat(result, name, label, cfg.runs, measure, unit="ms")
     with fluxify_running(dep):
+        measure = partial(ping_rtt_ms, dep, str(SERVER_TUN_V4))
+        label = "fluxify ping -> server tunnel address"
+        repeat(result, FLUXIFY_SERVER, label, cfg.runs, measure, unit="ms")
         measure = partial(ping_rtt_ms, dep, str(dep.t.internet_host_v4.ip))
         repeat(result, "fluxify", "fluxify ping -> internet host", cfg.runs, measure, unit="ms")
-    for key in ("fluxify", *cfg.baselines):
-        raw, tunnel_rtt = result.metrics["raw"].samples, result.metrics[key].samples
-        added = [round(t - r, 3) for t, r in zip(tunnel_rtt, raw, strict=True)]
-        result.metric(f"{key}_added", f"RTT added by {key}", "ms").samples = added
+    added_latency(result, cfg.baselines)
+    result.notes.append(
+        "RTT = average of 20 pings 0.2 s apart, unloaded; median of the runs' averages; added = "
+        "tunnel RTT - raw RTT of the same run; the internet host is one more hop behind the server"
+    )
+
+
+def added_latency(result: ScenarioResult, baselines: tuple[str, ...]) -> None:
+    """From the RTT metrics (ms): each tunnel's RTT added to the raw one, per run, in µs; the
+    ratios of RTTs, and of Fluxify's added RTT (to the server, as the baselines) to theirs."""
+    raw = result.metrics["raw"].samples
+    for key in (FLUXIFY_SERVER, "fluxify", *baselines):
+        if key not in result.metrics:
+            continue
+        tunnel_rtt = result.metrics[key].samples
+        added = [round((t - r) * 1000, 1) for t, r in zip(tunnel_rtt, raw, strict=True)]
+        label = f"RTT added by {ADDED_LABELS.get(key, key)}"
+        result.metric(f"{key}_added", label, "us").samples = added
         result.ratios.append(Ratio(f"{key} RTT / raw RTT", key, "raw"))
-    for name in cfg.baselines:
-        label = f"fluxify added / {name} added"
-        result.ratios.append(Ratio(label, "fluxify_added", f"{name}_added"))
-    result.notes.append("RTT = average of 20 pings 0.2 s apart; median of the runs' averages")
+    for name in baselines:
+        label = f"fluxify added / {name} added (to the server)"
+        result.ratios.append(Ratio(label, f"{FLUXIFY_SERVER}_added", f"{name}_added"))
 
 
 def cpu(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
