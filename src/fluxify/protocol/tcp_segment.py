@@ -79,7 +79,9 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
             return None
         addresses = ones_sum(packet[12:20])
     elif version == 6:
-        if l4_offset < IPV6_HEADER_SIZE:
+        # TCP right behind the fixed header: an extension header chain (or another protocol)
+        # is not split as TCP.
+        if l4_offset != IPV6_HEADER_SIZE or packet[6] != TCP_PROTOCOL:
             return None
         ip_header = 0
         addresses = ones_sum(packet[8:40])
