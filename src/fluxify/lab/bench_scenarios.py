@@ -86,10 +86,16 @@ def single_path(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> No
             label = f"fluxify (2 unshaped uplinks), {d}"
             repeat(result, f"fluxify_{d}", label, cfg.runs, measure)
     with fluxify_running(dep, backup=dep.t.uplink(2).ifname):
+        before = [_link_bytes(dep, n) for n in (1, 2)]
         for d in DIRECTIONS:
             measure = partial(tunnel_mbit, dep, cfg.seconds, d, None)
             label = f"fluxify over wan1 alone (wan2 backup), {d}"
             repeat(result, f"fluxify_one_{d}", label, cfg.runs, measure)
+        moved = [_link_bytes(dep, n) - b for n, b in zip((1, 2), before, strict=True)]
+    result.notes.append(
+        f"in the one-uplink rows wan2 carried {100 * moved[1] / max(1, sum(moved)):.2f} % "
+        "of the bytes on wan1 + wan2"
+    )
     result.ratios.extend(single_ratios(cfg.baselines))
     result.notes.append(
         "fluxify-client -b needs 2 uplinks: its row bonds wan1+wan2, both unshaped; its "
@@ -111,6 +117,11 @@ def single_ratios(baselines: tuple[str, ...]) -> list[Ratio]:
             ratios.append(Ratio(f"fluxify / {name}, {d}", f"fluxify_{d}", f"{name}_{d}"))
             ratios.append(Ratio(f"{name} / raw link, {d}", f"{name}_{d}", f"raw_{d}"))
     return ratios
+
+
+def _link_bytes(dep: Deployment, number: int) -> int:
+    counters = dep.bed.counters(dep.t.client_ns, dep.t.uplink(number).ifname)
+    return counters.rx_bytes + counters.tx_bytes
 
 
 # One flow through the tunnel carries at most 1348 of 1492 wire bytes per packet, against
