@@ -47,6 +47,7 @@ from fluxify.protocol.session import DataSession
 # Scheduling
 MAX_QUEUE_DELAY_S = 0.025  # a path queueing more is full: others first, so no standing queue
 FULL_PENALTY_S = 100.0  # a full path is chosen only when every path is full
+SWITCH_MARGIN_S = 0.001  # the path in use keeps the packets unless another is this much sooner
 # A backup is chosen only when no primary is alive. Not when the primaries are merely full: one
 # download keeps them full for as long as it lasts, and would spend a metered link's data.
 BACKUP_PENALTY_S = 1000.0
@@ -187,6 +188,7 @@ class BondEngine(Generic[K]):
         self._newest_stamp = -(1 << 63)  # v1 server: newest heartbeat stamp accepted
         self.reinjection_dropped = 0  # too old to be accepted by the peer any more
         self._rr = 0
+        self._current: BondPath[K] | None = None  # the path the last IP packet went on (v2)
         self._rx_ref_us: int | None = None
         self._fb_ref_us: int | None = None
         self._hold_ceiling_s = 0.0
@@ -280,23 +282,38 @@ class BondEngine(Generic[K]):
         return self.outgoing()
 
     def _send_v2(self, packets: list[bytes], now: float) -> None:
+        """Earliest arrival, in runs: a path once chosen keeps the packets that follow while no
+        other path would deliver them ``SWITCH_MARGIN_S`` sooner and its own queue stays within
+        ``MAX_QUEUE_DELAY_S``. Packet-by-packet choice between two equal paths alternates them,
+        and every other packet then waits in the receiver's reorder buffer for its sibling
+        (each path's datagrams arrive in batches of their own). Each path's queue is drained to
+        ``now`` once per call and grown by the bytes put on it."""
         codec = self.codec
         seal = codec.seal_ip
         out = self._out
         usable = self._usable
         send_us = int(now * 1e6) & 0xFFFF_FFFF
         duplicate = self._duplicable >= 2
-        for packet in packets:
+        for path in usable:
+            path.queue_delay(now)
+        best = self._current
+        if best is None or best not in usable:
             best = usable[0]
-            best_arrival = _INF
-            best_wait = 0.0
-            for path in usable:
-                wait = path.queue_delay(now)
-                arrival = path.sched_owd_s + wait + path.penalty_s
-                if wait > MAX_QUEUE_DELAY_S:
-                    arrival += FULL_PENALTY_S
-                if arrival < best_arrival:
-                    best, best_arrival, best_wait = path, arrival, wait
+        wait = best.vq / best.rate
+        # the earliest arrival on any other path: unchanged while packets stay on ``best``
+        rival = self._rival_arrival(best)
+        base = best.sched_owd_s + best.penalty_s
+        run = out.get(best.key)
+        for packet in packets:
+            arrival = base + wait
+            if wait > MAX_QUEUE_DELAY_S:
+                arrival += FULL_PENALTY_S
+            if arrival > rival + SWITCH_MARGIN_S:
+                best = self._earliest(best)
+                wait = best.vq / best.rate
+                rival = self._rival_arrival(best)
+                base = best.sched_owd_s + best.penalty_s
+                run = out.get(best.key)
             seq = best.seq + 1
             critical = duplicate and is_critical(packet)
             flags = best.flags | _DUPLICATED if critical else best.flags
@@ -304,18 +321,39 @@ class BondEngine(Generic[K]):
             if datagram is None:
                 continue
             number = codec.last_seq
-            best.record(now, best_wait, number, packet)
-            size = len(datagram)
-            best.vq += size + DATAGRAM_OVERHEAD
+            best.record(now, wait, number, packet)
+            size = len(datagram) + DATAGRAM_OVERHEAD
+            best.vq += size
+            wait += size / best.rate
             best.tx_packets += 1
-            best.tx_bytes += size
-            run = out.get(best.key)
+            best.tx_bytes += size - DATAGRAM_OVERHEAD
             if run is None:
-                out[best.key] = [datagram]
+                run = out[best.key] = [datagram]
             else:
                 run.append(datagram)
             if critical:
                 self._duplicate(best, number, packet, now, send_us)
+                rival = self._rival_arrival(best)  # the copy queued on another path
+        self._current = best
+
+    def _arrival(self, path: BondPath[K]) -> float:
+        """When a datagram put on ``path`` now would arrive, relative to the fastest path; its
+        queue already drained to now."""
+        wait = path.vq / path.rate
+        arrival = path.sched_owd_s + wait + path.penalty_s
+        return arrival + FULL_PENALTY_S if wait > MAX_QUEUE_DELAY_S else arrival
+
+    def _rival_arrival(self, chosen: BondPath[K]) -> float:
+        return min((self._arrival(p) for p in self._usable if p is not chosen), default=_INF)
+
+    def _earliest(self, current: BondPath[K]) -> BondPath[K]:
+        """The usable path of earliest arrival (``current`` on a tie)."""
+        best, best_arrival = current, self._arrival(current)
+        for path in self._usable:
+            arrival = self._arrival(path)
+            if arrival < best_arrival:
+                best, best_arrival = path, arrival
+        return best
 
     def _duplicate(
         self, first: BondPath[K], number: int, packet: bytes, now: float, send_us: int
@@ -435,6 +473,7 @@ class BondEngine(Generic[K]):
         ready: list[bytes] = []
         reorder = self.reorder
         v2 = self.v2
+        server = self.config.role is Role.SERVER
         now_us = int(now * 1e6)
         for index, datagram in enumerate(datagrams):
             if path is None and not self._unknown_source_budget(now):
@@ -466,12 +505,17 @@ class BondEngine(Generic[K]):
                 word = codec.received_path_word
                 arrived_us = now_us if at is None else int(at * 1e6)
                 owd_us = (arrived_us - codec.received_send_us) & 0xFFFF_FFFF
-                owd_s = self._rx_owd(owd_us)
+                ref = self._rx_ref_us
+                if ref is None:
+                    owd_s = self._rx_owd(owd_us)
+                else:  # ``_rx_owd`` inlined
+                    rel = (owd_us - ref) % US_MODULUS
+                    owd_s = (rel - US_MODULUS if rel >= US_HALF else rel) / 1e6
                 path.peer_path_id = word >> 24
                 path.on_arrival(word & PATH_SEQ_MASK, owd_us, owd_s, size)
                 if path.rx_count == 1:
                     self._refresh_hold(now)  # a path that starts delivering moves the ceiling
-                if self.config.role is Role.SERVER:
+                if server:
                     priority = Priority.BACKUP if flags & _BACKUP else Priority.PRIMARY
                     if priority is not path.priority:
                         path.priority = priority
@@ -482,7 +526,8 @@ class BondEngine(Generic[K]):
                 self._revive(path, now)
             if ptype == _IP:
                 number = reorder.extend(codec.received_seq)
-                path.last_number = max(path.last_number, number)
+                if number > path.last_number:  # noqa: PLR1730 - max() is a call per packet
+                    path.last_number = number
                 path.last_data = now
                 if v2:
                     self._feedback_due = True

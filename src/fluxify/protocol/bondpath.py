@@ -362,7 +362,8 @@ class BondPath(Generic[K]):
             deviation = owd_s - self.rx_owd_s
             self.rx_owd_s += DELAY_GAIN * deviation
             self.rx_jitter_s += JITTER_GAIN * (abs(deviation) - self.rx_jitter_s)
-            self.rx_owd_peak_s = max(self.rx_owd_peak_s, owd_s)  # fades in decay_peak()
+            if owd_s > self.rx_owd_peak_s:  # noqa: PLR1730 - max() is a call per packet
+                self.rx_owd_peak_s = owd_s  # fades in decay_peak()
         self.rx_count += 1
         self.rx_fb_bytes += size
 
