@@ -41,9 +41,14 @@ class ReplayWindow:
         else:
             ahead = (seq - self._last_seq) % SEQ_MODULUS
             if ahead < HALF_SEQ_SPACE:
-                counter = self._last + ahead
+                last = self._last
+                counter = last + ahead
                 if ahead:
-                    self._advance(counter, seq)
+                    if counter >> _LOG2_BLOCK_BITS == last >> _LOG2_BLOCK_BITS:
+                        self._last = counter  # the same block: nothing to clear, no call
+                        self._last_seq = seq
+                    else:
+                        self._advance(counter, seq)
             else:
                 counter = self._last + ahead - SEQ_MODULUS
                 if counter + WINDOW_SIZE < self._last:

@@ -21,9 +21,9 @@ from fluxify.protocol.header import (
 from fluxify.protocol.keys import SendKey
 
 KEY_SIZE = 32
-_COUNTER = struct.Struct(">Q")
-_NONCE_END = HEADER_SIZE + NONCE_SIZE
-_SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE
+COUNTER = struct.Struct(">Q")
+NONCE_END = HEADER_SIZE + NONCE_SIZE
+SEAL_OVERHEAD = NONCE_SIZE + TAG_SIZE
 
 NonceSource = Callable[[], bytes]
 
@@ -59,12 +59,12 @@ def _check_key(key: bytes) -> None:
 class Sealer:
     """Seals plaintexts of one session into v1 datagrams. Safe to share only within one thread."""
 
-    __slots__ = ("_aead", "_nonces", "session_id")
+    __slots__ = ("aead", "nonces", "session_id")
 
     def __init__(self, key: bytes, session_id: int, nonces: NonceSource | None = None) -> None:
         _check_key(key)
-        self._aead = AESGCM(key)
-        self._nonces = nonces or RandomNonces()
+        self.aead = AESGCM(key)
+        self.nonces = nonces or RandomNonces()
         self.session_id = session_id
 
     def seal(  # noqa: PLR0917 - positional on the hot path: one call per datagram
@@ -82,14 +82,14 @@ class Sealer:
             packet_type,
             self.session_id,
             seq,
-            len(plaintext) + _SEAL_OVERHEAD,
+            len(plaintext) + SEAL_OVERHEAD,
             compression,
             flags,
             path_word,
             send_us,
         )
-        nonce = self._nonces()
-        return header + nonce + self._aead.encrypt(nonce, plaintext, header)
+        nonce = self.nonces()
+        return header + nonce + self.aead.encrypt(nonce, plaintext, header)
 
 
 class Opener:
@@ -99,15 +99,15 @@ class Opener:
     and raises ``cryptography.exceptions.InvalidTag`` when authentication fails.
     """
 
-    __slots__ = ("_aead",)
+    __slots__ = ("aead",)
 
     def __init__(self, key: bytes) -> None:
         _check_key(key)
-        self._aead = AESGCM(key)
+        self.aead = AESGCM(key)
 
     def open(self, datagram: bytes) -> bytes:
-        return self._aead.decrypt(
-            datagram[HEADER_SIZE:_NONCE_END], datagram[_NONCE_END:], datagram[:HEADER_SIZE]
+        return self.aead.decrypt(
+            datagram[HEADER_SIZE:NONCE_END], datagram[NONCE_END:], datagram[:HEADER_SIZE]
         )
 
 
@@ -132,18 +132,18 @@ def seal_counted(  # noqa: PLR0917 - positional on the hot path: one call per da
         packet_type,
         session_id,
         seq,
-        len(plaintext) + _SEAL_OVERHEAD,
+        len(plaintext) + SEAL_OVERHEAD,
         compression,
         flags | key.phase_flag,
         path_word,
         send_us,
     )
-    nonce = key.nonce_prefix + _COUNTER.pack(counter)
+    nonce = key.nonce_prefix + COUNTER.pack(counter)
     return header + nonce + key.aead.encrypt(nonce, plaintext, header)
 
 
 def open_with(aead: AESGCM, datagram: bytes) -> bytes:
     """``Opener.open`` with a given AEAD (a receive key of ``protocol.keys``)."""
     return aead.decrypt(
-        datagram[HEADER_SIZE:_NONCE_END], datagram[_NONCE_END:], datagram[:HEADER_SIZE]
+        datagram[HEADER_SIZE:NONCE_END], datagram[NONCE_END:], datagram[:HEADER_SIZE]
     )
