@@ -21,6 +21,7 @@ import argparse
 import asyncio
 import base64
 import json
+import os
 import random
 import socket
 import ssl
@@ -29,24 +30,30 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 from fluxify.errors import HostError
-from fluxify.lab.bench_measure import fluxify_running, tunneled
+from fluxify.lab.bench_measure import cpu_seconds, fluxify_running, tunneled
 from fluxify.lab.bench_report import Ratio, ScenarioResult
-from fluxify.lab.bench_scenarios import BenchConfig, repeat
+from fluxify.lab.bench_scenarios import BenchConfig
 from fluxify.lab.deployment import Deployment
+from fluxify.lab.mmsg import RingSender
 from fluxify.linux.limits import raise_open_file_limit
 
 FLOOD_MODULE = [sys.executable, "-m", "fluxify.lab.bench_flood"]
 SERVER_UDP_PORT = 8000  # the server's default data port
 SERVER_CONTROL_PORT = 8443
 CAPTURE_COUNT = 400
-# A flood the flooder's own core does not limit: on a 2-core box a full-rate Python flooder takes
-# one of the two cores the client and the server share, whatever the server does.
-CAPPED_RATE = 20_000.0
+# Full rate (0), and rates the flooder's own core does not limit: on a 2-core box a full-rate
+# flooder (and the lab's forwarding of its datagrams, done on its core) takes one of the two
+# cores the client and the server share, whatever the server does.
+FLOOD_RATES = (0.0, 20_000.0, 50_000.0)
+SHAPED_MBIT = 50.0  # the shaped variant: both uplinks, as the bond-2x50 scenario
+MBIT = "Mbit/s"
 CAPTURE_SECONDS = 8.0
 ETH_P_ALL = 0x0003  # (ETH_P_IP saw nothing on the lab's veths)
 ETHERTYPE_IPV4 = b"\x08\x00"
@@ -55,6 +62,8 @@ CONTROL_TYPES = frozenset({2, 3, 5})  # heartbeat (and echo), handshake, feedbac
 HEADER_SIZE = 22
 MIN_DATAGRAM_SIZE = 50
 KINDS = ("garbage", "bad tag", "replayed control")
+RING_PER_KIND = 256  # distinct datagrams of each kind the flooder cycles through
+FLOOD_BATCH = 64  # datagrams per sendmmsg
 
 
 # --- capture and flood (run inside the lab's namespaces) --------------------------------------
@@ -91,8 +100,8 @@ def capture(iface: str, port: int, count: int, seconds: float) -> list[bytes]:
 def flood(
     host: str, port: int, captured: list[bytes], seconds: float, rate: float = 0.0
 ) -> dict[str, Any]:
-    """Send the mix as fast as one socket can (or at ``rate`` datagrams/s) for ``seconds``;
-    count what came back."""
+    """Send the mix as fast as ``sendmmsg`` goes (or at ``rate`` datagrams/s) for ``seconds``;
+    count what came back. The kinds take turns datagram by datagram, each its own size."""
     rng = random.Random(13)
     control = [d for d in captured if d[1] in CONTROL_TYPES] or captured
     broken = []
@@ -100,34 +109,38 @@ def flood(
         buf = bytearray(datagram)
         buf[-1] ^= 0x5A  # the tag: valid session, valid header, fails authentication
         broken.append(bytes(buf))
-    garbage = [rng.randbytes(rng.randrange(60, 1400)) for _ in range(256)]
+    garbage = [rng.randbytes(rng.randrange(60, 1400)) for _ in range(RING_PER_KIND)]
     pools = [garbage, broken or garbage, control or garbage]
-    sent = dict.fromkeys(KINDS, 0)
+    ring = [pools[i % 3][(i // 3) % len(pools[i % 3])] for i in range(3 * RING_PER_KIND)]
     answers = 0
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setblocking(False)
     sock.connect((host, port))
+    sender = RingSender(sock, ring)
+    cpu_before = time.process_time()
     started = time.monotonic()
     deadline = started + seconds
-    index = 0
     with sock:
         while (now := time.monotonic()) < deadline:
-            if rate and index > (now - started) * rate:
-                time.sleep(64 / rate)
+            if rate and sender.sent > (now - started) * rate:
+                time.sleep(FLOOD_BATCH / rate)
                 continue
-            for _ in range(64):
-                kind = index % 3
-                pool = pools[kind]
-                try:
-                    sock.send(pool[(index // 3) % len(pool)])
-                    sent[KINDS[kind]] += 1
-                except (BlockingIOError, ConnectionRefusedError):
-                    pass
-                index += 1
+            sender.send(FLOOD_BATCH)
             answers += _drain(sock)
+        elapsed = time.monotonic() - started
+        cpu = time.process_time() - cpu_before
         time.sleep(1.0)  # an echo or probe would come within a round trip
         answers += _drain(sock)
-    return {"sent": sent, "total": sum(sent.values()), "answers": answers}
+    total = sender.sent
+    sent = {kind: total // 3 + (1 if total % 3 > k else 0) for k, kind in enumerate(KINDS)}
+    return {
+        "sent": sent,
+        "total": total,
+        "answers": answers,
+        "rate": round(total / elapsed, 1),
+        "cpu_s": round(cpu, 2),
+        "seconds": round(elapsed, 2),
+    }
 
 
 def _drain(sock: socket.socket) -> int:
@@ -164,6 +177,7 @@ def control_flood(
     anonymous.check_hostname = False
     anonymous.verify_mode = ssl.CERT_NONE
     counts = {"handshakes": 0}
+    cpu_before = time.process_time()
     stop = time.monotonic() + seconds
 
     def hammer() -> None:
@@ -185,6 +199,7 @@ def control_flood(
         thread.start()
     for thread in threads:
         thread.join()
+    cpu = time.process_time() - cpu_before
     still_open = 0
     for sock in held:
         sock.setblocking(False)
@@ -202,6 +217,8 @@ def control_flood(
         "still_open": still_open,
         "handshakes": counts["handshakes"],
         "handshakes_per_s": round(counts["handshakes"] / seconds, 1),
+        "cpu_s": round(cpu, 2),
+        "seconds": seconds,
     }
 
 
@@ -309,53 +326,121 @@ def flood_report(process: Any) -> dict[str, Any]:
 
 
 def flood_scenario(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
-    """Upload goodput without, then with the flood, in the same deployment and run."""
+    """Upload goodput without, then with each flood, in the same deployment and run: first on
+    the lab's unshaped links (the tunnel is CPU-bound, so any CPU the flood takes shows), then
+    with both uplinks shaped to ``SHAPED_MBIT`` (the tunnel is not). Each flooded run records
+    the rate the flooder achieved and the CPU split of the server, client and flooder."""
     flooder_ns = dep.bed.add_client_home()
     captured = cfg.workdir / "captured.b64"
-    rates: list[float] = []
-    with fluxify_running(dep):
+    with fluxify_running(dep) as (client_pid, server_pid):
+        pids = {"server": server_pid, "client": client_pid}
         capture_client_datagrams(dep, captured)
-        measure = partial(_upload, dep, cfg.seconds)
-        repeat(result, "unflooded", "upload, unflooded", cfg.runs, measure)
-        repeat(
-            result,
-            "flooded",
-            "upload while another address floods the UDP port",
-            cfg.runs,
-            partial(_flooded_upload, dep, cfg.seconds, flooder_ns, captured, rates),
-        )
-        repeat(
-            result,
-            "flooded_capped",
-            f"upload while another address floods the UDP port at {CAPPED_RATE:g}/s",
-            cfg.runs,
-            partial(_flooded_upload, dep, cfg.seconds, flooder_ns, captured, [], CAPPED_RATE),
-        )
-        repeat(
-            result,
-            "control_flooded",
-            "upload while 2000 idle connections and anonymous handshakes hit the control port",
-            cfg.runs,
-            partial(_control_flooded_upload, dep, cfg.seconds, flooder_ns),
-        )
-    result.ratios.append(
-        Ratio("flooded / unflooded upload (target >= 0.80)", "flooded", "unflooded")
-    )
-    result.ratios.append(
-        Ratio(f"flooded at {CAPPED_RATE:g}/s / unflooded upload", "flooded_capped", "unflooded")
-    )
-    result.ratios.append(
-        Ratio("control-flooded / unflooded upload (target >= 0.80)", "control_flooded", "unflooded")
-    )
-    if rates:
-        result.notes.append(f"flood rate: {min(rates):.0f}-{max(rates):.0f} datagrams/s")
+        for shaped in (False, True):
+            if shaped:
+                for uplink in dep.t.uplinks:
+                    dep.bed.shape_uplink(uplink.number, SHAPED_MBIT)
+            prefix = "shaped_" if shaped else ""
+            links = f"{len(dep.t.uplinks)} x {SHAPED_MBIT:g} Mbit/s" if shaped else "unshaped"
+            variants: list[tuple[str, str, Callable[[], Measured]]] = [
+                ("unflooded", "unflooded", partial(_plain_upload, dep, cfg.seconds))
+            ]
+            for rate in FLOOD_RATES:
+                key = "flooded" if not rate else f"flooded_{rate / 1000:g}k"
+                what = "at full rate" if not rate else f"at {rate:g}/s"
+                flood = partial(_flooded_upload, dep, cfg.seconds, flooder_ns, captured, rate)
+                variants.append((key, f"UDP flood {what}", flood))
+            control = partial(_control_flooded_upload, dep, cfg.seconds, flooder_ns)
+            variants.append(("control_flooded", "2000 idle + handshake flood", control))
+            for key, what, measure in variants:
+                _measure_variant(result, cfg.runs, pids, prefix + key, f"{links}: {what}", measure)
+                if key != "unflooded":
+                    result.ratios.append(
+                        Ratio(
+                            f"{links}: {what} / unflooded (target >= 0.80)",
+                            prefix + key,
+                            prefix + "unflooded",
+                        )
+                    )
     result.notes.append(
-        "flood: garbage, valid-session bad-tag and replayed captured control packets in turn, "
-        "from one socket in another client namespace behind the same ISPs, as fast as it sends"
+        "UDP flood: garbage, valid-session bad-tag and replayed captured control datagrams in "
+        "turn, from one socket in another client namespace behind the same ISPs, by sendmmsg "
+        f"({FLOOD_BATCH} per call); control flood: 2000 idle TCP connections then anonymous TLS "
+        "handshakes from 4 threads, all out of ISP 2; CPU = % of one core over the upload, "
+        "'box' = both cores (200 %) incl. iperf3, the lab's forwarding and anything else running"
     )
 
 
-def _control_flooded_upload(dep: Deployment, seconds: float, flooder_ns: str) -> float:
+@dataclass(frozen=True)
+class Measured:
+    """One flooded (or unflooded) upload: goodput, the flood's rate and the flooder's CPU
+    (% of one core over its run, as the flooder measured it)."""
+
+    mbit_s: float
+    rate: float = 0.0
+    rate_unit: str = ""
+    flooder_cpu: float | None = None
+
+
+def _measure_variant(  # noqa: PLR0917 - one row of the scenario
+    result: ScenarioResult,
+    runs: int,
+    pids: dict[str, int],
+    key: str,
+    label: str,
+    measure: Callable[[], Measured],
+) -> None:
+    for index in range(runs):
+        split = CpuSplit(pids)
+        measured = measure()
+        shares = split.shares()
+        if measured.flooder_cpu is not None:
+            shares["flooder"] = measured.flooder_cpu
+        result.add(key, label, MBIT, measured.mbit_s)
+        if measured.rate_unit:
+            result.add(f"{key}_rate", f"{label}: achieved rate", measured.rate_unit, measured.rate)
+        cpu = ", ".join(f"{name} {share:.0f}" for name, share in shares.items())
+        rate = f", {measured.rate:.0f} {measured.rate_unit}" if measured.rate_unit else ""
+        result.notes.append(
+            f"{label} run {index + 1}: {measured.mbit_s:.1f} Mbit/s{rate}; CPU % of a core: {cpu}"
+        )
+        print(
+            f"    {label}: run {index + 1}/{runs}: {measured.mbit_s:.2f} Mbit/s{rate}; CPU {cpu}",
+            flush=True,
+        )
+
+
+class CpuSplit:
+    """CPU used from construction to ``shares()``, per process and by the whole box."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self._pids = pids
+        self._started = time.monotonic()
+        self._before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        self._box_before = _box_busy_s()
+
+    def shares(self) -> dict[str, float]:
+        """% of one core each used per second of wall time; "box": all cores together."""
+        wall = time.monotonic() - self._started
+        shares = {
+            name: 100 * (cpu_seconds(pid) - self._before[name]) / wall
+            for name, pid in self._pids.items()
+        }
+        shares["box"] = 100 * (_box_busy_s() - self._box_before) / wall
+        return shares
+
+
+def _box_busy_s() -> float:
+    """CPU seconds all cores have been busy since boot (/proc/stat, all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _plain_upload(dep: Deployment, seconds: float) -> Measured:
+    return Measured(_upload(dep, seconds))
+
+
+def _control_flooded_upload(dep: Deployment, seconds: float, flooder_ns: str) -> Measured:
     argv = [*FLOOD_MODULE, "control", "--host", str(dep.t.server_v4.ip), "--idle", "2000"]
     argv += ["--idle-bind", "wan2", "--handshake-bind", "wan2", "--seconds", f"{seconds + 2:g}"]
     flooding = dep.bed.spawn(flooder_ns, argv, stdout=subprocess.PIPE, text=True)
@@ -367,31 +452,29 @@ def _control_flooded_upload(dep: Deployment, seconds: float, flooder_ns: str) ->
     finally:
         report = flood_report(flooding)
     print(f"    control flood: {report}", flush=True)
-    return mbit
+    return Measured(mbit, float(report["handshakes_per_s"]), "connections/s", _cpu_share(report))
 
 
 def _upload(dep: Deployment, seconds: float) -> float:
     return tunneled(dep, seconds, "upload").mbit_s
 
 
-def _flooded_upload(  # noqa: PLR0917 - one partial per metric
-    dep: Deployment,
-    seconds: float,
-    flooder_ns: str,
-    captured: Path,
-    rates: list[float],
-    rate: float = 0.0,
-) -> float:
+def _flooded_upload(
+    dep: Deployment, seconds: float, flooder_ns: str, captured: Path, rate: float = 0.0
+) -> Measured:
     flooding = start_flood(dep, flooder_ns, captured, seconds + 2.0, rate)
     try:
         time.sleep(1.0)  # the flood is at full rate before the measurement starts
         mbit = _upload(dep, seconds)
     finally:
         report = flood_report(flooding)
-    rates.append(report["total"] / (seconds + 2.0))
     if report["answers"]:
         print(f"    the flooder got {report['answers']} answers", flush=True)
-    return mbit
+    return Measured(mbit, float(report["rate"]), "datagrams/s", _cpu_share(report))
+
+
+def _cpu_share(report: dict[str, Any]) -> float:
+    return 100 * float(report["cpu_s"]) / max(float(report["seconds"]), 1e-9)
 
 
 if __name__ == "__main__":
