@@ -25,6 +25,7 @@ async def main(root: Path, limit: int) -> None:
         8000,
         max_connections=10_000,
         max_per_source=10_000,
+        new_per_source_per_s=1e9,
         handshake_deadline_s=1.0,
     )
     await server.start("127.0.0.1", 0)

@@ -36,6 +36,9 @@ class Harness:
         return client_of(self.ca, name, expired=expired)
 
 
+UNLIMITED_RATE = 1e9  # new connections per second per source: no limit in practice
+
+
 @asynccontextmanager
 async def running_server(
     root: Path,
@@ -47,7 +50,10 @@ async def running_server(
     is_revoked: Callable[[int], bool] | None = None,
     **limits: Any,
 ) -> AsyncIterator[Harness]:
-    """``limits``: ControlServer's handshake_deadline_s, max_connections, max_per_source ..."""
+    """``limits``: ControlServer's handshake_deadline_s, max_connections, max_per_source ...;
+    the rate of new connections per source is unlimited unless given (the tests connect from
+    loopback far faster than any client would)."""
+    limits.setdefault("new_per_source_per_s", UNLIMITED_RATE)
     ca = new_ca()
     layout = write_server_pki(root, ca, server_cert(ca, hosts, expired=expired_server_cert))
     table = SessionTable()

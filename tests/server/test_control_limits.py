@@ -109,6 +109,52 @@ async def test_over_the_global_cap_connections_are_closed_at_once_and_counted(
     assert "30 over the cap on all connections" in summaries[0].getMessage()
 
 
+async def test_a_handshake_flood_from_one_source_costs_an_accept_and_a_close_each(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Over its rate of new connections a source is reset right after accept, before any TLS
+    work: only its burst gets a handshake; a client from another address is served at once."""
+    caplog.set_level(logging.INFO)
+    async with running_server(
+        tmp_path, new_per_source_per_s=0.01, new_per_source_burst=5, summary_interval_s=0.2
+    ) as h:
+        attempts = 60
+        outcomes = await asyncio.to_thread(_anonymous_handshakes, h.server.port, attempts)
+        totals = h.server.admission.totals
+        await wait_for(lambda: sum(totals.values()) >= attempts)
+        assert totals[ConnectionOutcome.OVER_SOURCE_RATE] == attempts - 5
+        assert totals[ConnectionOutcome.HANDSHAKE_FAILED] == 5  # the burst: no certificate
+        assert outcomes.count("reset") >= attempts - 5
+        started = time.monotonic()
+        await fetch_session(h.address, h.client("alice"), ALICE)
+        assert time.monotonic() - started < 1.0
+        await wait_for(lambda: "over the rate of new connections" in caplog.text)
+    rate_lines = [r for r in control_records(caplog) if "over the rate" in r.getMessage()]
+    assert 1 <= len(rate_lines) <= 3
+
+
+def _anonymous_handshakes(port: int, count: int) -> list[str]:
+    """``count`` TLS handshakes without a certificate from ``HOSTILE``, one after another."""
+    anonymous = ssl.create_default_context()
+    anonymous.check_hostname = False
+    anonymous.verify_mode = ssl.CERT_NONE
+    outcomes = []
+    for _ in range(count):
+        with socket.socket() as sock:
+            sock.settimeout(5.0)
+            sock.bind((HOSTILE, 0))
+            try:
+                sock.connect(("127.0.0.1", port))
+                with anonymous.wrap_socket(sock, server_hostname="x") as tls:
+                    tls.recv(1)  # TLS 1.3: the server's verdict on the (missing) certificate
+                outcomes.append("served")
+            except (ConnectionResetError, BrokenPipeError):
+                outcomes.append("reset")
+            except (OSError, ssl.SSLError):
+                outcomes.append("refused in TLS")
+    return outcomes
+
+
 async def test_an_idle_connection_is_closed_at_the_handshake_deadline(tmp_path: Path) -> None:
     """A connection that never completes a handshake lives ~3 s, not the 10 s request deadline."""
     async with running_server(tmp_path, deadline_s=10.0) as h:

@@ -3,12 +3,15 @@
 It runs on an event loop of its own, in a thread, so TLS handshakes (the costly part, and open
 to anyone) never delay the data plane; only the grant itself, a few operations on the session
 table and its hooks, is handed to the loop that called ``start`` (the table's owner). Each
-connection has its own task, a short handshake deadline and one deadline for the whole
-exchange, so a slow or hostile peer only ever costs its own task; connections over the caps in
-total or per source are closed at once. Connections without a certificate never get a log line
-of their own: they are counted and summarised (``Admission``). The identity is the client
-certificate's CN. A connection that selects the ALPN protocol ``fluxify-channel/1`` is the
-persistent control channel of a ``rekey`` session instead (its frames go to a ``ChannelHub``).
+connection has its own task, a short handshake deadline and one deadline for the whole exchange,
+so a slow or hostile peer only ever costs its own task; connections over the caps in total or
+per source, or over the rate of new connections per source, are reset right after ``accept``,
+before any TLS work (the accept loop drains the backlog without a loop turn per connection, so a
+flood of them costs an accept and a close each). Connections without a certificate never get a
+log line of their own: they are counted and summarised (``Admission``). The identity is the
+client certificate's CN. A connection that selects the ALPN protocol ``fluxify-channel/1`` is
+the persistent control channel of a ``rekey`` session instead (its frames go to a
+``ChannelHub``).
 """
 
 import asyncio
@@ -45,6 +48,8 @@ from fluxify.protocol.control import (
 from fluxify.server.admission import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_PER_SOURCE,
+    DEFAULT_NEW_PER_SOURCE_BURST,
+    DEFAULT_NEW_PER_SOURCE_PER_S,
     Admission,
     ConnectionOutcome,
     source_of,
@@ -63,6 +68,7 @@ ACCEPT_BACKOFF_FIRST_S = 0.05  # after accept() fails (EMFILE, ENOBUFS ...), dou
 ACCEPT_BACKOFF_MAX_S = 1.0  # ... up to this; the pending connection waits in the backlog
 ACCEPT_WARNING_INTERVAL_S = 30.0
 LISTEN_BACKLOG = 128
+ACCEPTS_PER_TURN = 64  # connections accepted in a row before the loop's other tasks run
 # After our last write (a TLS alert, the answer) the connection is closed with a FIN so the
 # peer reads it (an RST could discard it unread); a peer that stops reading is reset after this.
 CLOSE_LINGER_S = 2.0
@@ -92,6 +98,8 @@ class ControlServer:
         handshake_deadline_s: float = HANDSHAKE_DEADLINE_S,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         max_per_source: int = DEFAULT_MAX_PER_SOURCE,
+        new_per_source_per_s: float = DEFAULT_NEW_PER_SOURCE_PER_S,
+        new_per_source_burst: float = DEFAULT_NEW_PER_SOURCE_BURST,
         summary_interval_s: float = SUMMARY_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
         is_revoked: Callable[[int], bool] | None = None,
@@ -111,6 +119,8 @@ class ControlServer:
         self.admission = Admission(
             max_connections=max_connections,
             max_per_source=max_per_source,
+            new_per_source_per_s=new_per_source_per_s,
+            new_per_source_burst=new_per_source_burst,
             summary_interval_s=summary_interval_s,
         )
         self._listeners: list[socket.socket] = []
@@ -248,13 +258,19 @@ class ControlServer:
         self._log_summary(time.monotonic())
 
     async def _accept_loop(self, listener: socket.socket) -> None:
-        """Accept forever; after a failure (out of descriptors) back off, warn now and then."""
+        """Accept forever, the whole backlog per wake-up; after a failure (out of descriptors)
+        back off, warn now and then."""
         loop = asyncio.get_running_loop()
         backoff = ACCEPT_BACKOFF_FIRST_S
         next_warning = 0.0
+        in_a_row = 0
         while True:
             try:
-                conn, address = await loop.sock_accept(listener)
+                conn, address = listener.accept()
+            except BlockingIOError:
+                in_a_row = 0
+                await _readable(loop, listener)
+                continue
             except OSError as exc:
                 self.admission.count(ConnectionOutcome.ACCEPT_FAILED)
                 now = time.monotonic()
@@ -270,10 +286,15 @@ class ControlServer:
                     backoff = min(backoff * 2, ACCEPT_BACKOFF_MAX_S)
                 continue
             backoff = ACCEPT_BACKOFF_FIRST_S
+            in_a_row += 1
+            if in_a_row >= ACCEPTS_PER_TURN:
+                in_a_row = 0
+                await asyncio.sleep(0)  # the connections already admitted get their turn
             source = source_of(str(address[0]))
-            if self.admission.admit(source) is not None:
+            if self.admission.admit(source, time.monotonic()) is not None:
                 _close_with_reset(conn)
                 continue
+            conn.setblocking(False)
             task = asyncio.create_task(
                 self._serve_connection(conn, _address_text(address), source),
                 name=f"control {_address_text(address)}",
@@ -461,6 +482,22 @@ async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         async with asyncio.timeout(CLOSE_LINGER_S):
             while await reader.read(16 * 1024):
                 pass
+
+
+async def _readable(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> None:
+    """Until ``sock`` is readable (a listener: a connection waits in its backlog)."""
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    fd = sock.fileno()
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def _close_with_reset(conn: socket.socket) -> None:
