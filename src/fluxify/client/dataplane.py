@@ -28,6 +28,15 @@ RECEIVE_BUFFER_BYTES = 2048
 RECEIVE_ANCILLARY_SPACE = rx_timestamps.TIMESTAMP_SPACE + udp_offload.GRO_SPACE
 
 
+# one socket read: arrival stamp (for ordering), uplink, its datagrams, their stamps
+_Chunk = tuple[float, int, list[bytes], list[float | None]]
+_INF = float("inf")
+
+
+def _chunk_arrival(chunk: _Chunk) -> float:
+    return chunk[0]
+
+
 @dataclass(frozen=True)
 class Uplink:
     """One uplink: its label (interface name) and its bound UDP socket."""
@@ -135,7 +144,45 @@ class ClientDataPlane:
         self._timers.arm(0, tunnel.engine.next_timer())
 
     def on_datagrams(self, index: int) -> int:
-        """Drain uplink ``index``'s socket into the engine; returns how many datagrams were read."""
+        """Drain uplink ``index``'s socket into the engine; returns how many datagrams were read.
+
+        With several uplinks the others are read too and everything is handed to the engine in
+        the kernel's arrival order, one read (a GRO burst) at a time: the server sends runs of
+        packets per path, and a socket read while its sibling waits would give the engine the
+        later runs first, to be held for the earlier ones."""
+        chunks = self._read(index)
+        if len(self.uplinks) > 1:
+            for other in range(len(self.uplinks)):
+                if other != index:
+                    chunks += self._read(other)
+            chunks.sort(key=_chunk_arrival)
+        if not chunks:
+            return 0
+        now = self._now()
+        engine = self.engine
+        ready: list[bytes] = []
+        count = 0
+        start = 0
+        while start < len(chunks):  # consecutive reads of one uplink go in as one batch
+            key = chunks[start][1]
+            end = start + 1
+            while end < len(chunks) and chunks[end][1] == key:
+                end += 1
+            batch: list[bytes] = []
+            arrivals: list[float | None] = []
+            for _at, _key, datagrams, stamps in chunks[start:end]:
+                batch += datagrams
+                arrivals += stamps
+            count += len(batch)
+            ready += engine.receive(key, batch, now, arrivals)
+            start = end
+        if ready:
+            self.tun.write_all(ready)
+        self._flush()
+        return count
+
+    def _read(self, index: int) -> list[_Chunk]:
+        """Up to ``DRAIN_BUDGET`` datagrams waiting in uplink ``index``'s socket, per read."""
         recvmsg_into = self.uplinks[index].sock.recvmsg_into
         buffers = [self._rx_buffer]
         view = self._rx_view
@@ -145,9 +192,9 @@ class ClientDataPlane:
         offset = rx_timestamps.wall_minus_monotonic()
         stamp = rx_timestamps.arrival
         segment_size = udp_offload.gro_segment_size
-        batch: list[bytes] = []
-        arrivals: list[float | None] = []
-        while len(batch) < DRAIN_BUDGET:
+        chunks: list[_Chunk] = []
+        read = 0
+        while read < DRAIN_BUDGET:
             try:
                 size, ancdata, _flags, address = recvmsg_into(buffers, RECEIVE_ANCILLARY_SPACE)
             except BlockingIOError:
@@ -165,29 +212,19 @@ class ClientDataPlane:
             at = stamp(ancdata, offset)
             segment = segment_size(ancdata) if gro else 0
             if 0 < segment < size:  # a coalesced burst, all from the server's address
-                for start in range(0, size, segment):
-                    batch.append(data[start : start + segment])
-                    arrivals.append(at)
+                datagrams = [data[start : start + segment] for start in range(0, size, segment)]
             else:
-                batch.append(data)
-                arrivals.append(at)
-        if not batch:
-            return 0
-        now = self._now()
-        engine = self.engine
-        ready = engine.receive(index, batch, now, arrivals)
-        if ready:
-            self.tun.write_all(ready)
-        self._flush()
-        return len(batch)
+                datagrams = [data]
+            read += len(datagrams)
+            chunks.append((_INF if at is None else at, index, datagrams, [at] * len(datagrams)))
+        return chunks
 
     def _on_timer(self, _key: Hashable) -> None:
         # First read what already arrived: a held packet's gap may be closed by a datagram that
         # is waiting in a socket, and the engine's deadlines count from kernel arrival times.
-        for index in range(len(self.uplinks)):
-            for _ in range(TIMER_DRAIN_ROUNDS):
-                if self.on_datagrams(index) < DRAIN_BUDGET:
-                    break  # drained
+        for _ in range(TIMER_DRAIN_ROUNDS):  # each round reads every uplink
+            if self.on_datagrams(0) < DRAIN_BUDGET:
+                break  # drained
         now = self._now()
         ready = self.engine.on_timer(now)
         if ready:
