@@ -1,20 +1,25 @@
 """The ``flood`` scenario of ``fluxify-bench lab``, and the flooder it (and the tests) run.
 
 A bonded client uploads through the tunnel while another client namespace behind the same ISPs
-floods the server's UDP port at full rate from another address: random garbage, datagrams of
-the live session with a broken tag, and exact replays of heartbeats, handshakes and feedback
-captured on the ISP's link; then, instead, 2000 idle TCP connections and a stream of anonymous
-TLS handshakes at the control port. Reported: goodput unflooded and under each flood in the same
-run, and their ratios (issue 13's target: >= 0.80).
+floods the server's UDP port from another address (at full rate and at fixed rates): random
+garbage, datagrams of the live session with a broken tag, and exact replays of heartbeats,
+handshakes and feedback captured on the ISP's link; then, instead, 2000 idle TCP connections and
+anonymous TLS handshakes at the control port (at full rate and as a stream of 200/s) while a new
+client times its session requests. All of it on the lab's unshaped links (the tunnel is
+CPU-bound there: whatever the flooder, and the lab's forwarding of its datagrams, takes of this
+small box shows) and again with both uplinks shaped to 50 Mbit/s. Reported per variant: goodput,
+its ratio to the unflooded goodput of the same links (issue 13's target: >= 0.80), the rate the
+flooder achieved and the CPU split of server, client, flooder and the whole box.
 
-``... control --host H --idle N --idle-bind A --handshake-bind B --seconds S`` is the control-plane
-flood: N idle TCP connections out of interface A, then anonymous TLS handshakes out of B;
-``... session --host H --pki DIR --name N`` times session requests (to run during it).
+``... control --host H --idle N --idle-bind A --handshake-bind B --seconds S [--rate R]`` is the
+control-plane flood: N idle TCP connections out of interface A, then anonymous TLS handshakes
+out of B; ``... session --host H --pki DIR --name N`` times session requests (to run during it).
 
 ``python -m fluxify.lab.bench_flood capture --iface wan --port P --out FILE`` records the
 client's datagrams to port P seen on an interface (AF_PACKET); ``... flood --host H --port P
---captured FILE --seconds S`` sends the mix and prints what it sent by kind, and how many
-datagrams came back to it (a replay must get no answer), as JSON.
+--captured FILE --seconds S [--rate R]`` sends the mix by ``sendmmsg`` and prints what it sent by
+kind, its rate and CPU, and how many datagrams came back to it (a replay must get no answer), as
+JSON.
 """
 
 import argparse
@@ -52,6 +57,9 @@ CAPTURE_COUNT = 400
 # flooder (and the lab's forwarding of its datagrams, done on its core) takes one of the two
 # cores the client and the server share, whatever the server does.
 FLOOD_RATES = (0.0, 20_000.0, 50_000.0)
+CONTROL_RATES = (0.0, 200.0)  # anonymous handshakes/s: full rate (4 threads), and a stream
+HAMMER_THREADS = 4
+NEW_CLIENT = "newcomer"  # asks for sessions during the control flood
 SHAPED_MBIT = 50.0  # the shaped variant: both uplinks, as the bond-2x50 scenario
 MBIT = "Mbit/s"
 CAPTURE_SECONDS = 8.0
@@ -154,11 +162,18 @@ def _drain(sock: socket.socket) -> int:
 
 
 def control_flood(
-    host: str, port: int, idle: int, *, idle_bind: str, handshake_bind: str, seconds: float
+    host: str,
+    port: int,
+    idle: int,
+    *,
+    idle_bind: str,
+    handshake_bind: str,
+    seconds: float,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
     """``idle`` TCP connections that never send a byte (out of interface ``idle_bind``), then
-    anonymous TLS handshakes from 4 threads (out of ``handshake_bind``) for ``seconds``; prints
-    a "ready" line once the idle ones are up."""
+    anonymous TLS handshakes from 4 threads (out of ``handshake_bind``) for ``seconds``, as fast
+    as they go or ``rate`` attempts/s in all; prints a "ready" line once the idle ones are up."""
     raise_open_file_limit()
     held: list[socket.socket] = []
     refused = 0
@@ -181,7 +196,12 @@ def control_flood(
     stop = time.monotonic() + seconds
 
     def hammer() -> None:
-        while time.monotonic() < stop:
+        next_at = time.monotonic()
+        while (now := time.monotonic()) < stop:
+            if rate:
+                if now < next_at:
+                    time.sleep(next_at - now)
+                next_at += HAMMER_THREADS / rate
             try:
                 with socket.socket() as raw:
                     raw.settimeout(3)
@@ -194,7 +214,7 @@ def control_flood(
                 pass
             counts["handshakes"] += 1
 
-    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(4)]
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(HAMMER_THREADS)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -260,6 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     co.add_argument("--idle-bind", required=True)
     co.add_argument("--handshake-bind", required=True)
     co.add_argument("--seconds", type=float, required=True)
+    co.add_argument("--rate", type=float, default=0.0, help="handshakes/s (0: full rate)")
     se = sub.add_parser("session")
     se.add_argument("--host", required=True)
     se.add_argument("--port", type=int, default=SERVER_CONTROL_PORT)
@@ -279,6 +300,7 @@ def main(argv: list[str] | None = None) -> int:
             idle_bind=ns.idle_bind,
             handshake_bind=ns.handshake_bind,
             seconds=ns.seconds,
+            rate=ns.rate,
         )
         print(json.dumps(result), flush=True)
         return 0
@@ -349,8 +371,11 @@ def flood_scenario(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) ->
                 what = "at full rate" if not rate else f"at {rate:g}/s"
                 flood = partial(_flooded_upload, dep, cfg.seconds, flooder_ns, captured, rate)
                 variants.append((key, f"UDP flood {what}", flood))
-            control = partial(_control_flooded_upload, dep, cfg.seconds, flooder_ns)
-            variants.append(("control_flooded", "2000 idle + handshake flood", control))
+            for rate in CONTROL_RATES:
+                key = "control_flooded" if not rate else f"control_flooded_{rate:g}"
+                what = "at full rate" if not rate else f"at {rate:g}/s"
+                control = partial(_control_flooded_upload, dep, cfg.seconds, flooder_ns, rate)
+                variants.append((key, f"2000 idle + handshakes {what}", control))
             for key, what, measure in variants:
                 _measure_variant(result, cfg.runs, pids, prefix + key, f"{links}: {what}", measure)
                 if key != "unflooded":
@@ -365,8 +390,10 @@ def flood_scenario(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) ->
         "UDP flood: garbage, valid-session bad-tag and replayed captured control datagrams in "
         "turn, from one socket in another client namespace behind the same ISPs, by sendmmsg "
         f"({FLOOD_BATCH} per call); control flood: 2000 idle TCP connections then anonymous TLS "
-        "handshakes from 4 threads, all out of ISP 2; CPU = % of one core over the upload, "
-        "'box' = both cores (200 %) incl. iperf3, the lab's forwarding and anything else running"
+        "handshakes from 4 threads (full rate, or a stream at a fixed rate), all out of ISP 2; "
+        "a new client asks for 3 sessions from the client home (by ISP 1) meanwhile; "
+        "CPU = % of one core over the upload, 'box' = both cores (200 %) incl. iperf3, the "
+        "lab's forwarding and anything else running"
     )
 
 
@@ -379,6 +406,7 @@ class Measured:
     rate: float = 0.0
     rate_unit: str = ""
     flooder_cpu: float | None = None
+    session_s: float | None = None  # the slowest of a new client's session requests meanwhile
 
 
 def _measure_variant(  # noqa: PLR0917 - one row of the scenario
@@ -396,15 +424,26 @@ def _measure_variant(  # noqa: PLR0917 - one row of the scenario
         if measured.flooder_cpu is not None:
             shares["flooder"] = measured.flooder_cpu
         result.add(key, label, MBIT, measured.mbit_s)
+        extra = ""
+        if measured.session_s is not None:
+            result.add(
+                f"{key}_session",
+                f"{label}: a new client's session (slowest)",
+                "s",
+                measured.session_s,
+            )
+            extra = f"; a new client's session within {measured.session_s:.3f} s"
         if measured.rate_unit:
             result.add(f"{key}_rate", f"{label}: achieved rate", measured.rate_unit, measured.rate)
         cpu = ", ".join(f"{name} {share:.0f}" for name, share in shares.items())
         rate = f", {measured.rate:.0f} {measured.rate_unit}" if measured.rate_unit else ""
         result.notes.append(
-            f"{label} run {index + 1}: {measured.mbit_s:.1f} Mbit/s{rate}; CPU % of a core: {cpu}"
+            f"{label} run {index + 1}: {measured.mbit_s:.1f} Mbit/s{rate}; "
+            f"CPU % of a core: {cpu}{extra}"
         )
         print(
-            f"    {label}: run {index + 1}/{runs}: {measured.mbit_s:.2f} Mbit/s{rate}; CPU {cpu}",
+            f"    {label}: run {index + 1}/{runs}: {measured.mbit_s:.2f} Mbit/s{rate}; "
+            f"CPU {cpu}{extra}",
             flush=True,
         )
 
@@ -440,19 +479,43 @@ def _plain_upload(dep: Deployment, seconds: float) -> Measured:
     return Measured(_upload(dep, seconds))
 
 
-def _control_flooded_upload(dep: Deployment, seconds: float, flooder_ns: str) -> Measured:
+def _control_flooded_upload(
+    dep: Deployment, seconds: float, flooder_ns: str, rate: float = 0.0
+) -> Measured:
+    """The upload during the control flood; meanwhile a new client (another identity, from the
+    client's home, so by another ISP than the flood) times its session requests."""
     argv = [*FLOOD_MODULE, "control", "--host", str(dep.t.server_v4.ip), "--idle", "2000"]
     argv += ["--idle-bind", "wan2", "--handshake-bind", "wan2", "--seconds", f"{seconds + 2:g}"]
+    argv += ["--rate", f"{rate:g}"]
+    if not (dep.workdir / f"client-{NEW_CLIENT}").exists():
+        dep.issue(NEW_CLIENT)
+    ask = [*FLOOD_MODULE, "session", "--host", str(dep.t.server_v4.ip), "--name", NEW_CLIENT]
+    ask += ["--pki", str(dep.workdir / f"client-{NEW_CLIENT}"), "--count", "3"]
+    timings: list[float] = []
+
+    def time_sessions() -> None:
+        done = dep.bed.run(dep.t.client_ns, ask, timeout=seconds + 30)
+        timings.extend(json.loads(done.stdout.strip().splitlines()[-1])["session_s"])
+
     flooding = dep.bed.spawn(flooder_ns, argv, stdout=subprocess.PIPE, text=True)
     try:
         assert flooding.stdout is not None
         flooding.stdout.readline()  # the idle connections are up; the handshakes start
         time.sleep(1.0)
+        asking = threading.Thread(target=time_sessions, daemon=True)
+        asking.start()
         mbit = _upload(dep, seconds)
+        asking.join(timeout=30)
     finally:
         report = flood_report(flooding)
-    print(f"    control flood: {report}", flush=True)
-    return Measured(mbit, float(report["handshakes_per_s"]), "connections/s", _cpu_share(report))
+    print(f"    control flood: {report}; a new client's sessions took {timings} s", flush=True)
+    return Measured(
+        mbit,
+        float(report["handshakes_per_s"]),
+        "connections/s",
+        _cpu_share(report),
+        max(timings) if timings else None,
+    )
 
 
 def _upload(dep: Deployment, seconds: float) -> float:
