@@ -286,8 +286,10 @@ class BondEngine(Generic[K]):
         other path would deliver them ``SWITCH_MARGIN_S`` sooner and its own queue stays within
         ``MAX_QUEUE_DELAY_S``. Packet-by-packet choice between two equal paths alternates them,
         and every other packet then waits in the receiver's reorder buffer for its sibling
-        (each path's datagrams arrive in batches of their own). Each path's queue is drained to
-        ``now`` once per call and grown by the bytes put on it."""
+        (each path's datagrams arrive in batches of their own). Within one call a path left is
+        not taken again unless the one in use is full: each path's datagrams of a call go out
+        in one send, so a second run on it would overtake the run in between on the wire. Each
+        path's queue is drained to ``now`` once per call and grown by the bytes put on it."""
         codec = self.codec
         seal = codec.seal_ip
         out = self._out
@@ -300,20 +302,27 @@ class BondEngine(Generic[K]):
         if best is None or best not in usable:
             best = usable[0]
         wait = best.vq / best.rate
+        left: list[BondPath[K]] = []  # paths this call put packets on and then left
         # the earliest arrival on any other path: unchanged while packets stay on ``best``
-        rival = self._rival_arrival(best)
+        rival = self._rival_arrival(best, left)
         base = best.sched_owd_s + best.penalty_s
         run = out.get(best.key)
         for packet in packets:
             arrival = base + wait
             if wait > MAX_QUEUE_DELAY_S:
                 arrival += FULL_PENALTY_S
+                if left:  # full: a path left before may take the packets again
+                    left.clear()
+                    rival = self._rival_arrival(best, left)
             if arrival > rival + SWITCH_MARGIN_S:
-                best = self._earliest(best)
-                wait = best.vq / best.rate
-                rival = self._rival_arrival(best)
-                base = best.sched_owd_s + best.penalty_s
-                run = out.get(best.key)
+                chosen = self._earliest(best, left)
+                if chosen is not best:
+                    left.append(best)
+                    best = chosen
+                    wait = best.vq / best.rate
+                    base = best.sched_owd_s + best.penalty_s
+                    run = out.get(best.key)
+                rival = self._rival_arrival(best, left)
             seq = best.seq + 1
             critical = duplicate and is_critical(packet)
             flags = best.flags | _DUPLICATED if critical else best.flags
@@ -333,7 +342,7 @@ class BondEngine(Generic[K]):
                 run.append(datagram)
             if critical:
                 self._duplicate(best, number, packet, now, send_us)
-                rival = self._rival_arrival(best)  # the copy queued on another path
+                rival = self._rival_arrival(best, left)  # the copy queued on another path
         self._current = best
 
     def _arrival(self, path: BondPath[K]) -> float:
@@ -343,13 +352,19 @@ class BondEngine(Generic[K]):
         arrival = path.sched_owd_s + wait + path.penalty_s
         return arrival + FULL_PENALTY_S if wait > MAX_QUEUE_DELAY_S else arrival
 
-    def _rival_arrival(self, chosen: BondPath[K]) -> float:
-        return min((self._arrival(p) for p in self._usable if p is not chosen), default=_INF)
+    def _rival_arrival(self, chosen: BondPath[K], left: list[BondPath[K]]) -> float:
+        """The earliest arrival on a usable path other than ``chosen`` and those ``left``."""
+        return min(
+            (self._arrival(p) for p in self._usable if p is not chosen and p not in left),
+            default=_INF,
+        )
 
-    def _earliest(self, current: BondPath[K]) -> BondPath[K]:
-        """The usable path of earliest arrival (``current`` on a tie)."""
+    def _earliest(self, current: BondPath[K], left: list[BondPath[K]]) -> BondPath[K]:
+        """The usable path of earliest arrival but those ``left`` (``current`` on a tie)."""
         best, best_arrival = current, self._arrival(current)
         for path in self._usable:
+            if path in left:
+                continue
             arrival = self._arrival(path)
             if arrival < best_arrival:
                 best, best_arrival = path, arrival
