@@ -158,11 +158,6 @@ def test_a_malformed_super_packet_has_its_own_drop_reason(
     assert reader.drops.snapshot() == {"bad_super_packet": 1}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tun_offload skips a read of at most the 10-byte vnet header without counting it "
-    "(helper P's module)",
-)
 @pytest.mark.parametrize("size", [1, 9, 10])
 def test_a_read_no_longer_than_the_vnet_header_is_counted(
     vnet_pipe: tuple[TunReader, socket.socket], size: int

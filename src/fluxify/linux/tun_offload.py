@@ -106,8 +106,7 @@ class TunReader:
             except BlockingIOError:
                 break
             if size <= VNET_HDR_SIZE or size == READ_BUFFER_BYTES:  # empty or cut short
-                if size > VNET_HDR_SIZE:
-                    counts[DropReason.NOT_IP] += 1
+                counts[DropReason.NOT_IP] += 1
                 continue
             if not buffer[0] | buffer[1]:  # neither NEEDS_CSUM nor GSO: a finished packet
                 packets.append(view[VNET_HDR_SIZE:size].tobytes())
