@@ -67,7 +67,7 @@ class ClientDataPlane:
         self.drops = tunnel.engine.codec.drops
         self.tun = tun_offload.tun_writer(tun_fd, self.drops)
         self.tun_reader = TunReader(tun_fd, self.drops)
-        tso = self.tun_reader.vnet and tun_offload.enable_tso(tun_fd)
+        tso, uso = tun_offload.enable_offloads(tun_fd) if self.tun_reader.vnet else (False, False)
         self.tun_packets_read = 0
         self._timers = EngineTimers(self._on_timer)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -81,10 +81,11 @@ class ClientDataPlane:
         self._rx_buffer = bytearray(size)
         self._rx_view = memoryview(self._rx_buffer)
         log.info(
-            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s",
+            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s, TUN USO %s",
             "on" if all(s.gso for s in self.senders) else "off",
             "on" if all(gro) else "off",
             "on" if tso else "off",
+            "on" if uso else "off",
         )
 
     @property

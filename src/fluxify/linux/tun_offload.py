@@ -21,6 +21,7 @@ from fluxify.linux.udp_offload import offloads_disabled
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.tcp_coalesce import TcpRun, coalesce
 from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, complete_checksum, split_tso
+from fluxify.protocol.udp_segment import split_uso
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +29,15 @@ TUNGETIFF = 0x800454D2
 TUN_F_CSUM = 0x01  # we take packets with a partial checksum (NEEDS_CSUM)
 TUN_F_TSO4 = 0x02  # ... and TCP super-packets (needs TUN_F_CSUM)
 TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20  # ... and UDP super-packets (Linux 6.2+)
+TUN_F_USO6 = 0x40
 VIRTIO_NET_HDR = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start/offset
 VNET_HDR_SIZE = VIRTIO_NET_HDR.size  # 10 (TUNGETVNETHDRSZ's default)
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 0x01
 VIRTIO_NET_HDR_GSO_NONE = 0
 VIRTIO_NET_HDR_GSO_TCPV4 = 1
 VIRTIO_NET_HDR_GSO_TCPV6 = 4
+VIRTIO_NET_HDR_GSO_UDP_L4 = 5
 VIRTIO_NET_HDR_GSO_ECN = 0x80
 READ_BUFFER_BYTES = VNET_HDR_SIZE + 65536  # above the largest packet (65535) and its header
 PLAIN_READ_BYTES = 65536
@@ -58,17 +62,25 @@ def has_vnet_header(fd: int) -> bool:
     return bool(_IFREQ.unpack(answer)[1] & IFF_VNET_HDR)
 
 
-def enable_tso(fd: int) -> bool:
-    """Turn on checksum offload and TSO4/6 on a vnet TUN; False where the kernel refuses or
-    ``FLUXIFY_TUN_TSO=0`` asks for plain reads (coalesced writes stay on)."""
+def enable_offloads(fd: int) -> tuple[bool, bool]:
+    """Turn on checksum offload, TSO4/6 and, where the kernel has it (6.2+), USO4/6 on a vnet
+    TUN; (TSO on, USO on). (False, False) where the kernel refuses or ``FLUXIFY_TUN_TSO=0`` asks
+    for plain reads (coalesced writes stay on)."""
     if os.environ.get(TSO_ENV, "1") == "0":
-        return False
+        return False, False
+    tso = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
     try:
-        fcntl.ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6)
+        fcntl.ioctl(fd, TUNSETOFFLOAD, tso | TUN_F_USO4 | TUN_F_USO6)
+    except OSError:
+        pass  # EINVAL before 6.2: try without USO
+    else:
+        return True, True
+    try:
+        fcntl.ioctl(fd, TUNSETOFFLOAD, tso)
     except OSError as exc:
         log.warning("TUN offloads refused (%s): one packet per read", exc.strerror)
-        return False
-    return True
+        return False, False
+    return True, False
 
 
 class TunReader:
@@ -126,6 +138,8 @@ class TunReader:
             pieces = None
             if gso_type in _TCP_GSO:
                 pieces = split_tso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
+            elif gso_type == VIRTIO_NET_HDR_GSO_UDP_L4:
+                pieces = split_uso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
             if pieces is None:
                 counts[DropReason.NOT_IP] += 1
                 continue

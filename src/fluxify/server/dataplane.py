@@ -107,7 +107,7 @@ class ServerDataPlane:
         self._timers = EngineTimers(self._on_timer)
         self.tun = tun_offload.tun_writer(tun_fd, self.drops)
         self.tun_reader = TunReader(tun_fd, self.drops)
-        tso = self.tun_reader.vnet and tun_offload.enable_tso(tun_fd)
+        tso, uso = tun_offload.enable_offloads(tun_fd) if self.tun_reader.vnet else (False, False)
         self.tun_packets_read = 0
         self.sender = UdpSender(sock, self.drops.counts, gso=udp_offload.gso_supported(sock))
         self.gro = udp_offload.enable_gro(sock)
@@ -116,10 +116,11 @@ class ServerDataPlane:
         )
         self._rx_view = memoryview(self._rx_buffer)
         log.info(
-            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s",
+            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s, TUN USO %s",
             "on" if self.sender.gso else "off",
             "on" if self.gro else "off",
             "on" if tso else "off",
+            "on" if uso else "off",
         )
 
     # -- sessions (control plane side) ------------------------------------------------------
