@@ -143,11 +143,6 @@ def test_a_malformed_super_packet_is_dropped_and_counted(
     assert reader.drops.total() == 1, (case, reader.drops.snapshot())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tun_offload counts a refused super-packet as not_ip; it needs its own reason "
-    "(helper P's module)",
-)
 @pytest.mark.parametrize("case", ["gso_size 0", "unknown gso_type"])
 def test_a_malformed_super_packet_has_its_own_drop_reason(
     vnet_pipe: tuple[TunReader, socket.socket], case: str

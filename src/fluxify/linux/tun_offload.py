@@ -88,7 +88,8 @@ class TunReader:
 
     ``read(budget)`` returns the packets of reads until the TUN is drained or ``budget`` packets
     were collected; ``super_packets`` counts the reads that were split. A packet that does not
-    parse as its header says is dropped and counted (``NOT_IP``). Not thread-safe.
+    parse as its header says is dropped and counted (``BAD_SUPER_PACKET``; a read cut short or
+    empty ``NOT_IP``). Not thread-safe.
     """
 
     __slots__ = ("_buffer", "_view", "drops", "fd", "super_packets", "vnet")
@@ -129,7 +130,7 @@ class TunReader:
                 if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
                     packet = bytearray(view[VNET_HDR_SIZE:size])
                     if not complete_checksum(packet, csum_start, csum_offset):
-                        counts[DropReason.NOT_IP] += 1
+                        counts[DropReason.BAD_SUPER_PACKET] += 1
                         continue
                     packets.append(bytes(packet))
                 else:
@@ -140,8 +141,8 @@ class TunReader:
                 pieces = split_tso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
             elif gso_type == VIRTIO_NET_HDR_GSO_UDP_L4:
                 pieces = split_uso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
-            if pieces is None:
-                counts[DropReason.NOT_IP] += 1
+            if pieces is None:  # offsets, segment size or GSO type that do not fit
+                counts[DropReason.BAD_SUPER_PACKET] += 1
                 continue
             self.super_packets += 1
             packets += pieces

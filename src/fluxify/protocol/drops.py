@@ -35,6 +35,7 @@ class DropReason(IntEnum):
     UNKNOWN_KEY = 24  # feature rekey: no key of that key phase is accepted (retired or not yet)
     KEY_EXHAUSTED = 25  # not sent: the send key sealed its limit and no new epoch came in time
     SESSION_BUDGET = 26  # server: over the session's share of a full read shared with others
+    BAD_SUPER_PACKET = 27  # a TUN read whose virtio-net header does not fit its packet
 
 
 class DropCounters:
