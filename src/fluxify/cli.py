@@ -519,8 +519,9 @@ def bench_parser() -> FlagParser:
         "--scenarios",
         default="",
         metavar="A,B",
-        help="comma-separated subset (default all: single, bond-2x50, bond-80-20, delay-10-40, "
-        "failover, latency, cpu)",
+        help="comma-separated subset (default all: single, small, bond-2x50, bond-80-20, "
+        "delay-10-40, demo-10-30, delay-10-100, lossy, failover, latency, cpu, flood, integrity, "
+        "capacity)",
     )
     lab.add_argument(
         "--runs", type=int_value, default=3, metavar="N", help="runs per quantity (default 3)"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from fluxify.cli import bench_parser
 from fluxify.errors import HostError
 from fluxify.lab import bench
 from fluxify.lab.bench import run_lab_bench
@@ -262,3 +263,11 @@ def test_integrity_scenario_small_end_to_end(
         assert metrics[f"csum_errors_{role}"]["samples"] == [0], role
     assert any(f"{size} bytes, sha256" in note for note in scenario["notes"])
     assert any("TUN TSO on" in note for note in scenario["notes"])
+
+
+def test_the_scenarios_help_names_every_scenario(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench_parser().parse_args(["lab", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    named = text.split("default all: ")[1].split(")")[0].split(", ")
+    assert named == list(bench.SCENARIOS)

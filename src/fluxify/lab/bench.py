@@ -17,7 +17,9 @@ Scenarios (each quantity the median of ``runs`` runs, each run a fresh two-uplin
   bad-tag and replayed control datagrams, against the same upload unflooded (``lab.bench_flood``);
 - ``integrity``: 1 GB checked TCP transfers through Fluxify with offloads on, up and down, IPv4
   and IPv6, sha256 at both ends, no checksum error counted by any namespace
-  (``lab.bench_integrity``); a failed check makes the suite exit 1.
+  (``lab.bench_integrity``); a failed check makes the suite exit 1;
+- ``capacity``: 1, 2 and 3 bonding clients at once; summed goodput and the server's capacity
+  per core (``lab.bench_capacity``, ``docs/multicore.md``).
 
 Everything built is torn down after each scenario, on Ctrl-C and on SIGTERM. A failing scenario
 is reported as such and the suite goes on.
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from fluxify.errors import FluxifyError
 from fluxify.lab.baselines import ensure_installed
+from fluxify.lab.bench_capacity import capacity
 from fluxify.lab.bench_failover import failover
 from fluxify.lab.bench_flood import flood_scenario
 from fluxify.lab.bench_integrity import integrity
@@ -68,6 +71,7 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
         "1 GB checked TCP transfers, offloads on: sha256 and checksum errors",
         integrity(),
     ),
+    "capacity": ("1-3 sessions at once: summed goodput, server capacity per core", capacity),
 }
 BED_PREFIX = "fxbench"
 
