@@ -4,8 +4,11 @@ give the engine a later run first, to be held in the reorder buffer for the earl
 Loopback UDP sockets, no namespace; the engine's clock is the event loop's."""
 
 import asyncio
+import itertools
 import os
 import socket
+
+import pytest
 
 from fluxify.client.dataplane import ClientDataPlane, Tunnel, Uplink
 from fluxify.linux import rx_timestamps
@@ -67,3 +70,15 @@ def test_the_engine_gets_both_uplinks_datagrams_in_arrival_order() -> None:
     held, written = asyncio.run(_held_after_three_runs())
     assert written == 3 * RUN
     assert held == 0  # reading wan1 alone first: 21-30 held for 11-20 (10)
+
+
+def test_the_order_holds_when_the_clock_offset_moves_between_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each reading of wall-minus-monotonic may differ by a preemption between its two clock
+    calls (on a loaded box: milliseconds, more than between two runs); one reading per call."""
+    offsets = itertools.count(start=0.0, step=0.001)
+    monkeypatch.setattr(rx_timestamps, "wall_minus_monotonic", lambda: next(offsets))
+    held, written = asyncio.run(_held_after_three_runs())
+    assert written == 3 * RUN
+    assert held == 0

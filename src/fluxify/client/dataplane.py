@@ -151,11 +151,15 @@ class ClientDataPlane:
         the kernel's arrival order, one read (a GRO burst) at a time: the server sends runs of
         packets per path, and a socket read while its sibling waits would give the engine the
         later runs first, to be held for the earlier ones."""
-        chunks = self._read(index)
+        # One clock offset for every socket of this call: two readings can differ by however long
+        # this process was preempted between time.time() and time.monotonic(), more than the
+        # microseconds between two runs of datagrams, which would misorder them.
+        offset = rx_timestamps.wall_minus_monotonic()
+        chunks = self._read(index, offset)
         if len(self.uplinks) > 1:
             for other in range(len(self.uplinks)):
                 if other != index:
-                    chunks += self._read(other)
+                    chunks += self._read(other, offset)
             chunks.sort(key=_chunk_arrival)
         if not chunks:
             return 0
@@ -182,7 +186,7 @@ class ClientDataPlane:
         self._flush()
         return count
 
-    def _read(self, index: int) -> list[_Chunk]:
+    def _read(self, index: int, offset: float) -> list[_Chunk]:
         """Up to ``DRAIN_BUDGET`` datagrams waiting in uplink ``index``'s socket, per read."""
         recvmsg_into = self.uplinks[index].sock.recvmsg_into
         buffers = [self._rx_buffer]
@@ -190,7 +194,6 @@ class ClientDataPlane:
         gro = self.gro
         server = self.tunnel.server
         counts = self.drops.counts
-        offset = rx_timestamps.wall_minus_monotonic()
         stamp = rx_timestamps.arrival
         segment_size = udp_offload.gro_segment_size
         chunks: list[_Chunk] = []
