@@ -25,9 +25,11 @@ JSON.
 import argparse
 import asyncio
 import base64
+import errno
 import json
 import os
 import random
+import selectors
 import socket
 import ssl
 import struct
@@ -59,6 +61,7 @@ CAPTURE_COUNT = 400
 FLOOD_RATES = (0.0, 20_000.0, 50_000.0)
 CONTROL_RATES = (0.0, 200.0)  # anonymous handshakes/s: full rate (4 threads), and a stream
 HAMMER_THREADS = 4
+IDLE_CONNECT_S = 5.0  # the idle connections are all started at once, then given this long
 NEW_CLIENT = "newcomer"  # asks for sessions during the control flood
 SHAPED_MBIT = 50.0  # the shaped variant: both uplinks, as the bond-2x50 scenario
 MBIT = "Mbit/s"
@@ -171,23 +174,16 @@ def control_flood(
     seconds: float,
     rate: float = 0.0,
 ) -> dict[str, Any]:
-    """``idle`` TCP connections that never send a byte (out of interface ``idle_bind``), then
-    anonymous TLS handshakes from 4 threads (out of ``handshake_bind``) for ``seconds``, as fast
-    as they go or ``rate`` attempts/s in all; prints a "ready" line once the idle ones are up."""
+    """``idle`` TCP connections that never send a byte (out of interface ``idle_bind``, all
+    started at once, see ``_open_idle``), then anonymous TLS handshakes from 4 threads (out of
+    ``handshake_bind``) for ``seconds``, as fast as they go or ``rate`` attempts/s in all;
+    prints a "ready" line once the idle ones are up (or given up)."""
     raise_open_file_limit()
-    held: list[socket.socket] = []
-    refused = 0
-    for _ in range(idle):
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, idle_bind.encode())
-        sock.settimeout(3.0)  # a full accept backlog: give up on this one, go on
-        try:
-            sock.connect((host, port))
-            held.append(sock)
-        except OSError:  # over the server's caps: reset while connecting
-            sock.close()
-            refused += 1
-    print(json.dumps({"ready": len(held), "refused": refused}), flush=True)
+    held, refused, unanswered = _open_idle(host, port, idle, idle_bind)
+    print(
+        json.dumps({"ready": len(held), "refused": refused, "unanswered": unanswered}),
+        flush=True,
+    )
     anonymous = ssl.create_default_context()
     anonymous.check_hostname = False
     anonymous.verify_mode = ssl.CERT_NONE
@@ -234,12 +230,47 @@ def control_flood(
         "idle": idle,
         "held": len(held),
         "refused": refused,
+        "unanswered": unanswered,
         "still_open": still_open,
         "handshakes": counts["handshakes"],
         "handshakes_per_s": round(counts["handshakes"] / seconds, 1),
         "cpu_s": round(cpu, 2),
         "seconds": seconds,
     }
+
+
+def _open_idle(host: str, port: int, count: int, bind: str) -> tuple[list[socket.socket], int, int]:
+    """``count`` connections started at once, out of interface ``bind``; after at most
+    ``IDLE_CONNECT_S``: those that connected, how many were refused (reset: over the server's
+    caps) and how many got no answer (their SYNs dropped, by the kernel's flood filter or a
+    full backlog; closed)."""
+    pending: dict[int, socket.socket] = {}
+    held: list[socket.socket] = []
+    refused = 0
+    with selectors.DefaultSelector() as selector:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, bind.encode())
+            sock.setblocking(False)
+            if sock.connect_ex((host, port)) not in {0, errno.EINPROGRESS}:
+                sock.close()
+                refused += 1
+                continue
+            pending[sock.fileno()] = sock
+            selector.register(sock, selectors.EVENT_WRITE)
+        deadline = time.monotonic() + IDLE_CONNECT_S
+        while pending and (left := deadline - time.monotonic()) > 0:
+            for key, _events in selector.select(left):
+                sock = pending.pop(key.fd)
+                selector.unregister(sock)
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+                    held.append(sock)
+                else:
+                    sock.close()
+                    refused += 1
+    for sock in pending.values():
+        sock.close()
+    return held, refused, len(pending)
 
 
 def time_sessions(host: str, port: int, pki: Path, name: str, count: int) -> list[float]:

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from fluxify.errors import HostError
 from fluxify.linux import nftables, tun_offload
 from fluxify.linux.journal import Journal
 from fluxify.linux.limits import raise_open_file_limit
@@ -34,6 +35,7 @@ from fluxify.server.channels import ChannelHub
 from fluxify.server.config import ServerConfig
 from fluxify.server.control import ControlServer
 from fluxify.server.dataplane import ServerDataPlane
+from fluxify.server.path_filter import PathFilter
 from fluxify.server.sessions import RemovalReason, Session, SessionTable
 from fluxify.server.udp_socket import open_data_socket
 
@@ -57,6 +59,8 @@ class BondingServer:
         self.control: ControlServer | None = None
         self.revocation: RevocationWatcher | None = None
         self.channels = ChannelHub(self.table, interval_s=config.rekey_interval_s)
+        self.path_filter: PathFilter | None = None  # None: the kernel flood filter is off
+        self._kernel_filter = False  # whether our table holds the flood filter
         self._revocation_seen = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -75,8 +79,14 @@ class BondingServer:
             tun = await asyncio.to_thread(self._bring_up_host, journal)
             sock = open_data_socket(self.config.udp_port)
             loop = asyncio.get_running_loop()
+            filter_task: asyncio.Task[None] | None = None
             try:
-                self.dataplane = dataplane = ServerDataPlane(tun.fd, sock, on_expire=self._expired)
+                self.dataplane = dataplane = ServerDataPlane(
+                    tun.fd, sock, on_expire=self._expired, on_paths_changed=self._paths_changed
+                )
+                if self._kernel_filter:
+                    self.path_filter = PathFilter(dataplane.confirmed_paths)
+                    filter_task = asyncio.create_task(self.path_filter.run())
                 self.table.on_opened(self._opened)
                 self.table.on_removed(self._removed)
                 dataplane.attach(loop)
@@ -103,6 +113,10 @@ class BondingServer:
                     await self.control.close()
                     dataplane.detach(loop)
             finally:
+                if filter_task is not None:
+                    filter_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await filter_task
                 sock.close()
                 os.close(tun.fd)
         log.info("server: stopped; NAT table, sysctls and TUN removed")
@@ -116,11 +130,28 @@ class BondingServer:
             netlink.set_link(tun.name, up=True, mtu=TUN_MTU)
             for name in FORWARDING_SYSCTLS:
                 journal.set_sysctl(name, "1")
-            journal.apply_nftables(nftables.server_ruleset(tun.name))
+            self._apply_nftables(journal, tun.name)
         except BaseException:
             os.close(tun.fd)
             raise
         return tun
+
+    def _apply_nftables(self, journal: Journal, tun: str) -> None:
+        """The table with the kernel flood filter; without it (logged) when nft refuses it."""
+        flood = nftables.FloodFilter(self.config.udp_port, self.config.control_port, tun)
+        try:
+            journal.apply_nftables(nftables.server_ruleset(tun, flood_filter=flood))
+        except HostError as exc:
+            log.warning(
+                "kernel flood filter off (%s); the server goes on with its own checks alone", exc
+            )
+            journal.apply_nftables(nftables.server_ruleset(tun))
+            return
+        self._kernel_filter = True
+
+    def _paths_changed(self) -> None:
+        if self.path_filter is not None:
+            self.path_filter.changed()
 
     def _opened(self, session: Session) -> None:
         assert self.dataplane is not None
@@ -169,7 +200,7 @@ class BondingServer:
             now = time.monotonic()
             if now >= next_drop_log:
                 next_drop_log = now + DROP_LOG_INTERVAL_S
-                drops = dataplane.drops.snapshot()
+                drops = self.drops(dataplane)
                 if drops != logged_drops:  # rate-limited summary, never per packet
                     log.info("drops so far: %s", drops)
                     logged_drops = drops
@@ -183,6 +214,13 @@ class BondingServer:
             return []
         self._revocation_seen = self.revocation.generation
         return self.table.close_revoked(self.revocation.serials)
+
+    def drops(self, dataplane: ServerDataPlane) -> dict[str, int]:
+        """Drops by reason: the data plane's, and the kernel flood filter's as last read."""
+        drops = dataplane.drops.snapshot()
+        if self.path_filter is not None:
+            drops.update(self.path_filter.drops())
+        return drops
 
     @staticmethod
     def _key_epoch(dataplane: ServerDataPlane, session_id: int) -> int | None:
@@ -212,7 +250,7 @@ class BondingServer:
             )
         stats = {
             "sessions": sessions,
-            "drops": dataplane.drops.snapshot(),
+            "drops": self.drops(dataplane),
             "goodbyes": self.channels.goodbyes,
             "tun_packets_read": dataplane.tun_packets_read,
             "tun_packets_written": dataplane.tun.written,

@@ -48,6 +48,7 @@ RECEIVE_ANCILLARY_SPACE = ANCILLARY_SPACE + udp_offload.GRO_SPACE
 TIMER_DRAIN_ROUNDS = 8  # before deadlines run, read up to 8 x DRAIN_BUDGET waiting datagrams
 SESSION_IDLE_S = 120.0  # a session with no authenticated datagram this long is expired
 SESSION_SHARE_MIN = 32  # of a full read, what a session may always keep
+PATH_SET_EVENTS = frozenset({"new", "forgotten"})  # the engine's events that change its paths
 
 # one session's consecutive datagrams from one address, as the drain collected them
 _Run = tuple[
@@ -85,8 +86,9 @@ class ServerDataPlane:
     """Owns the UDP socket's and the TUN's readers and every session's engine.
 
     ``install``/``remove`` are called by the control plane; ``sweep`` once a second by the
-    owner. ``on_expire(session_id)`` tells the owner a session timed out here. Not thread-safe:
-    everything runs on one event loop.
+    owner. ``on_expire(session_id)`` tells the owner a session timed out here;
+    ``on_paths_changed()`` that ``confirmed_paths()`` may have changed (a path confirmed or
+    forgotten, a session gone). Not thread-safe: everything runs on one event loop.
     """
 
     def __init__(
@@ -95,6 +97,7 @@ class ServerDataPlane:
         sock: socket.socket,
         *,
         on_expire: Callable[[int], None] | None = None,
+        on_paths_changed: Callable[[], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.tun_fd = tun_fd
@@ -103,6 +106,7 @@ class ServerDataPlane:
         self.sessions: dict[int, ServerSession] = {}
         self.by_inner: dict[bytes, ServerSession] = {}
         self._on_expire = on_expire
+        self._on_paths_changed = on_paths_changed
         self._clock = clock
         self._timers = EngineTimers(self._on_timer)
         self.tun = tun_offload.tun_writer(tun_fd, self.drops)
@@ -166,6 +170,12 @@ class ServerDataPlane:
         for key in (session.inner_v4, session.inner_v6):
             if self.by_inner.get(key) is session:
                 del self.by_inner[key]
+        if self._on_paths_changed is not None:
+            self._on_paths_changed()
+
+    def confirmed_paths(self) -> list[Address]:
+        """The client addresses every live session's engine holds as confirmed paths."""
+        return [p.key for s in self.sessions.values() for p in s.engine.paths if p.confirmed]
 
     # -- event loop --------------------------------------------------------------------------
 
@@ -345,6 +355,8 @@ class ServerDataPlane:
         engine = session.engine
         self._send(session, engine.outgoing())
         for what, label in engine.take_events():
+            if what in PATH_SET_EVENTS and self._on_paths_changed is not None:
+                self._on_paths_changed()
             log.info(
                 "session %08x (%s): path %s %s",
                 session.session_id,
