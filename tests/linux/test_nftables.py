@@ -1,11 +1,13 @@
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 from fluxify.errors import HostError
 from fluxify.linux import nftables
+from fluxify.linux.journal import Journal
 from fluxify.linux.netns import NetnsThread
 from fluxify.linux.nftables import (
     FloodFilter,
@@ -249,3 +251,16 @@ def _wait(what: str, condition: Callable[[], bool]) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {WAIT_S} s for {what}")
         time.sleep(0.01)
+
+
+@pytest.mark.root
+@requires_root
+def test_the_filter_its_sets_and_counters_go_with_the_table(netns: str, tmp_path: Path) -> None:
+    """Stop (the journal's undo) leaves no set, meter or counter of ours behind."""
+    with Journal("server", netns=netns, state_dir=tmp_path) as journal:
+        journal.apply_nftables(server_ruleset("fxtun0", flood_filter=FLOOD))
+        nftables.apply(render_paths([("192.0.2.7", 4000)]), netns)
+        listing = nftables.run_nft(["list", "ruleset"], netns=netns)
+        assert "192.0.2.7 . 4000" in listing
+        assert nftables.DATA_OVER_SOURCE in listing
+    assert nftables.run_nft(["list", "ruleset"], netns=netns).strip() == ""
