@@ -4,9 +4,9 @@ The real server and bonding client in the namespace lab; a second client home be
 ISPs floods at full rate (``lab.bench_flood``): garbage, the live session's datagrams with a
 broken tag, and exact replays of the client's heartbeats, handshakes and feedback captured on
 ISP 1's link. The transfer arrives intact, the replays get no answer and register no path, every
-flood datagram is counted (by reason, or by the kernel when the socket was full), the server's
-memory stays flat and its log says nothing per packet. The throughput ratio is measured by the
-lab benchmark's ``flood`` scenario, not here.
+flood datagram is counted (by reason, by the kernel's flood filter beyond its source's rate, or
+by the kernel when the socket was full), the server's memory stays flat and its log says nothing
+per packet. The throughput ratio is measured by the lab benchmark's ``flood`` scenario, not here.
 """
 
 import subprocess

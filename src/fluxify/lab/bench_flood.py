@@ -420,8 +420,9 @@ def flood_scenario(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) ->
     result.notes.append(
         "UDP flood: garbage, valid-session bad-tag and replayed captured control datagrams in "
         "turn, from one socket in another client namespace behind the same ISPs, by sendmmsg "
-        f"({FLOOD_BATCH} per call); control flood: 2000 idle TCP connections then anonymous TLS "
-        "handshakes from 4 threads (full rate, or a stream at a fixed rate), all out of ISP 2; "
+        f"({FLOOD_BATCH} per call); control flood: 2000 idle TCP connections (started at once, "
+        f"given {IDLE_CONNECT_S:g} s) then anonymous TLS handshakes from 4 threads (full rate, or "
+        "a stream at a fixed rate), all out of ISP 2; connections/s counts attempts; "
         "a new client asks for 3 sessions from the client home (by ISP 1) meanwhile; "
         "CPU = % of one core over the upload, 'box' = both cores (200 %) incl. iperf3, the "
         "lab's forwarding and anything else running"
