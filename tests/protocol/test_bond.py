@@ -105,12 +105,15 @@ def test_a_load_above_the_fast_path_spills_to_the_slower_one() -> None:
     assert len(got) == source.sent
 
 
-def test_two_equal_paths_carry_runs_of_packets_not_alternate_ones() -> None:
-    """Two equal, fast paths, each path's datagrams read as one batch (UDP GRO, one socket per
-    path), feedback every 5 ms. Packet by packet the scheduler would alternate the paths and
-    the receiver would hold every other packet for its sibling from the other batch (old
-    scheduler: 47 % held, every batch split); the path in use keeps the packets until another
-    is a margin sooner (measured: 0 held, 1 batch in 3 split)."""
+def test_two_equal_unlimited_paths_carry_the_load_on_one() -> None:
+    """Two equal paths faster than the load (unshaped links), each path's datagrams read as one
+    batch (UDP GRO, one socket per path), feedback every 5 ms. Packet by packet the scheduler
+    would alternate the paths and the receiver would hold every other packet for its sibling
+    from the other batch (old scheduler: 47 % held, every batch split). Once the rate models
+    have learnt that neither path queues, one carries everything: splitting a load that one
+    link carries only costs the receiver reordering and both ends smaller batches (measured
+    before the rule that grows an underused model: 17 % on the second path after the ramp,
+    1 batch in 3 split; with it: 0 after 2 s)."""
     client = BondEngine(
         DataSession(SESSION_ID, KEY, numbered_control=True), BondConfig(Role.CLIENT, True), 0.0
     )
@@ -125,6 +128,7 @@ def test_two_equal_paths_carry_runs_of_packets_not_alternate_ones() -> None:
     interval = 32 * 1400 * 8 / 800e6  # 800 Mbit/s offered
     now, feedback_at = 0.0, 0.0
     delivered = held_before = 0
+    shares_before = [0, 0]
     split = batches = 0
 
     def exchange(sender: BondEngine[Any], receiver: BondEngine[Any], to_server: bool) -> int:
@@ -138,6 +142,7 @@ def test_two_equal_paths_carry_runs_of_packets_not_alternate_ones() -> None:
         now += interval
         if now >= 2.0 and not batches:  # past the rate models' ramp from 20 Mbit/s
             held_before = server.reorder.reordered
+            shares_before = [p.tx_packets for p in client.paths]
         out = client.send(batch, now)
         for key, datagrams in out.items():
             delivered += len(server.receive(addresses[key], datagrams, now + 0.0002))
@@ -153,10 +158,10 @@ def test_two_equal_paths_carry_runs_of_packets_not_alternate_ones() -> None:
             exchange(server, client, to_server=False)
             delivered += exchange(client, server, to_server=True)
     held = server.reorder.reordered - held_before
-    shares = [p.tx_packets for p in client.paths]
-    assert min(shares) > 0.4 * sum(shares)  # both carry the load
-    assert held < 0.05 * batches * len(batch)
-    assert split < 0.5 * batches
+    shares = [p.tx_packets - b for p, b in zip(client.paths, shares_before, strict=True)]
+    assert min(shares) < 0.01 * sum(shares)  # one path carries the load
+    assert held < 0.01 * batches * len(batch)
+    assert split < 0.01 * batches
     assert delivered == client.codec.last_seq  # all of it, once
 
 
@@ -271,8 +276,8 @@ def rates_under_load(rates: tuple[float, float], offered_mbit: float) -> list[fl
 
 @pytest.mark.parametrize(
     ("rates", "offered"),
-    [((50.0, 50.0), 95.0), ((80.0, 20.0), 85.0)],
-    ids=["2x50-saturated", "80+20-at-85-percent"],
+    [((50.0, 50.0), 95.0), ((80.0, 20.0), 93.0)],
+    ids=["2x50-saturated", "80+20-saturated"],
 )
 def test_estimated_rates_are_within_10_percent_of_the_links(
     rates: tuple[float, float], offered: float
@@ -281,10 +286,33 @@ def test_estimated_rates_are_within_10_percent_of_the_links(
         assert estimate == pytest.approx(real, rel=0.10)
 
 
+def test_at_85_percent_the_fast_path_is_filled_and_modelled_and_the_slow_one_carries_the_rest() -> (
+    None
+):
+    """80 + 20 at 85: the fast path is filled to its capacity (its model within 10 %), the slow
+    one takes the rest and its model, not shown its capacity, stays above what it carries (it
+    grows while the path shows no queue: measured 23 for a 20 Mbit/s link carrying 12; this
+    case used to check it against 20 as well, which the initial 20 Mbit/s model passed by
+    itself)."""
+    net = Network([LinkModel(80.0, 10.0, 0.5), LinkModel(20.0, 10.0, 0.5)], seed=5)
+    source = Cbr(net, 85.0)
+    net.run_until(2.0, source)
+    carried_before = net.client.paths[1].tx_bytes
+    net.run_until(3.0, source)
+    slow_carried = (net.client.paths[1].tx_bytes - carried_before) * 8 / 1e6  # over 1 s
+    scale = (DATAGRAM_SIZE + NETSIM_OVERHEAD) / (DATAGRAM_SIZE + ENGINE_OVERHEAD)
+    fast_model, slow_model = (p.rate * 8 / 1e6 * scale for p in net.client.paths)
+    assert fast_model == pytest.approx(80.0, rel=0.10)
+    assert 5.0 < slow_carried < 20.0
+    assert slow_model > slow_carried
+
+
 def test_a_path_loaded_below_its_capacity_has_a_rate_model_between_its_load_and_its_rate() -> None:
-    """2 x 50 at 80 offered: neither path queues, so nothing shows the model its capacity (it
-    grows only when a path drains faster than modelled). The model is then a lower bound that
-    still carries the load: at least the 40 each path carries, never above the link."""
+    """2 x 50 at 80 offered, equal delays: each path queues a little (bursts, jitter), so
+    nothing shows the model its capacity (it grows when a path drains faster than modelled by
+    more than the noise, or shows no queue at all while the model made packets wait). The model
+    is then a lower bound that still carries the load: at least the 40 each path carries, never
+    above the link."""
     for estimate in rates_under_load((50.0, 50.0), 80.0):
         assert 40.0 <= estimate <= 50.0 * 1.10
 
@@ -352,19 +380,38 @@ def test_malformed_feedback_is_counted_not_raised(payload: bytes) -> None:
     assert server.codec.drops[DropReason.MALFORMED_CONTROL] == 1
 
 
-def test_within_one_send_each_path_carries_one_run_of_numbers() -> None:
-    """Each path's datagrams of one ``send`` go out in one system call: a path given a run,
-    left for another and given a second run would put that second run on the wire ahead of
-    the one in between. 256 packets over two equal 1 Gbit/s models (1 ms of queue is ~86):
-    one run each (measured: wan1 1-84, wan2 85-256; without the rule wan1 also took 253-256)."""
+def _sent_numbers(rate: float, packets: int) -> dict[int, list[int]]:
+    """Session numbers per path of one ``send`` of ``packets`` over two equal paths whose
+    models are at ``rate`` bytes/s."""
     client = BondEngine(
         DataSession(SESSION_ID, KEY, numbered_control=True), BondConfig(Role.CLIENT, True), 0.0
     )
     for index in range(2):
-        client.add_path(index, f"wan{index + 1}", 0.0).rate = 125e6
+        client.add_path(index, f"wan{index + 1}", 0.0).rate = rate
     client.outgoing()
-    out = client.send([udp_packet(n, 1400) for n in range(256)], 0.0)
-    numbers = {key: [struct.unpack_from(">I", d, 6)[0] for d in run] for key, run in out.items()}
+    out = client.send([udp_packet(n, 1400) for n in range(packets)], 0.0)
+    return {key: [struct.unpack_from(">I", d, 6)[0] for d in run] for key, run in out.items()}
+
+
+def test_one_send_stays_on_one_path_while_it_has_room() -> None:
+    """A batch read from the TUN is not split while its path takes it within its full queue:
+    256 packets on two equal 1 Gbit/s models (3 ms of queue) all go on one. Split, each path
+    would go out in half batches (GSO sends, GRO reads, the receiver holding one path's run for
+    the other's); over two unshaped links that made the bond slower than one of them (measured
+    before: 256 split 84 / 172)."""
+    numbers = _sent_numbers(125e6, 256)
+    assert list(numbers) == [0]
+    assert numbers[0] == list(range(1, 257))
+
+
+def test_within_one_send_each_path_carries_one_run_of_numbers() -> None:
+    """Each path's datagrams of one ``send`` go out in one system call: a path given a run,
+    left for another and given a second run would put that second run on the wire ahead of
+    the one in between. 400 packets over two equal 100 Mbit/s models (its full 25 ms of queue
+    is ~215): one run each (the old rule's case: wan1 1-84, wan2 85-256 at 1 Gbit/s; without
+    the rule wan1 also took 253-256)."""
+    numbers = _sent_numbers(12.5e6, 400)
     assert sorted(numbers) == [0, 1]
     for run in numbers.values():
         assert run == list(range(run[0], run[0] + len(run)))
+    assert 150 < len(numbers[0]) < 300

@@ -82,9 +82,15 @@ def single_path(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> No
                 repeat(result, f"{name}_{d}", f"{name} over wan1, {d}", cfg.runs, measure)
     with fluxify_running(dep):
         for d in DIRECTIONS:
+            before = [_link_bytes(dep, n) for n in (1, 2)]
             measure = partial(tunnel_mbit, dep, cfg.seconds, d, None)
             label = f"fluxify (2 unshaped uplinks), {d}"
             repeat(result, f"fluxify_{d}", label, cfg.runs, measure)
+            moved = [_link_bytes(dep, n) - b for n, b in zip((1, 2), before, strict=True)]
+            result.notes.append(
+                f"bonded {d}: wan2 carried {100 * moved[1] / max(1, sum(moved)):.2f} % "
+                "of the bytes on wan1 + wan2"
+            )
     with fluxify_running(dep, backup=dep.t.uplink(2).ifname):
         before = [_link_bytes(dep, n) for n in (1, 2)]
         for d in DIRECTIONS:

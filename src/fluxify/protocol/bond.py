@@ -282,11 +282,14 @@ class BondEngine(Generic[K]):
         return self.outgoing()
 
     def _send_v2(self, packets: list[bytes], now: float) -> None:
-        """Earliest arrival, in runs: a path once chosen keeps the packets that follow while no
-        other path would deliver them ``SWITCH_MARGIN_S`` sooner and its own queue stays within
-        ``MAX_QUEUE_DELAY_S``. Packet-by-packet choice between two equal paths alternates them,
-        and every other packet then waits in the receiver's reorder buffer for its sibling
-        (each path's datagrams arrive in batches of their own). Within one call a path left is
+        """Earliest arrival, in runs, chosen once per call: the path of earliest arrival for the
+        first packet (the one in use unless another is ``SWITCH_MARGIN_S`` sooner) takes the
+        whole batch unless its queue would exceed ``MAX_QUEUE_DELAY_S``; then the rest spills
+        to the next. Packet-by-packet choice between two equal paths alternates them, and every
+        other packet then waits in the receiver's reorder buffer for its sibling (each path's
+        datagrams arrive in batches of their own); a batch split between two paths that have
+        room leaves in two half-size sends and arrives in two half-size reads, which over two
+        unshaped links made the bond slower than one of them. Within one call a path left is
         not taken again unless the one in use is full: each path's datagrams of a call go out
         in one send, so a second run on it would overtake the run in between on the wire. Each
         path's queue is drained to ``now`` once per call and grown by the bytes put on it."""
@@ -307,14 +310,16 @@ class BondEngine(Generic[K]):
         rival = self._rival_arrival(best, left)
         base = best.sched_owd_s + best.penalty_s
         run = out.get(best.key)
+        placed = False  # whether this call has put a packet on ``best`` yet
         for packet in packets:
             arrival = base + wait
-            if wait > MAX_QUEUE_DELAY_S:
+            full = wait > MAX_QUEUE_DELAY_S
+            if full:
                 arrival += FULL_PENALTY_S
                 if left:  # full: a path left before may take the packets again
                     left.clear()
                     rival = self._rival_arrival(best, left)
-            if arrival > rival + SWITCH_MARGIN_S:
+            if (full or not placed) and arrival > rival + SWITCH_MARGIN_S:
                 chosen = self._earliest(best, left)
                 if chosen is not best:
                     left.append(best)
@@ -336,6 +341,7 @@ class BondEngine(Generic[K]):
             wait += size / best.rate
             best.tx_packets += 1
             best.tx_bytes += size - DATAGRAM_OVERHEAD
+            placed = True
             if run is None:
                 run = out[best.key] = [datagram]
             else:

@@ -28,6 +28,12 @@ MAX_RATE = 1_250_000_000.0  # 10 Gbit/s
 RATE_GROWTH = 1.08  # per feedback in which the path queued less than we predicted
 RATE_DECLINE = 0.92  # per feedback in which it queued more
 QUEUE_ERROR_MARGIN_S = 0.002  # queueing predicted and measured agree within this
+# A path that shows no queueing of its own (measured below the margin) while the model made a
+# datagram wait this long was held back by the model, not by the link: its rate grows
+UNDERUSED_WAIT_S = 0.0005
+# a path measured queueing this much is the bottleneck: it delivers its capacity, and its model
+# grows no further than that delivery
+SATURATED_QUEUE_S = 0.005
 BASE_WINDOW_S = 10.0  # base one-way delay: minimum over the last 10..20 s (two buckets)
 DELAY_GAIN = 0.125  # EWMA gain of smoothed delays (RFC 6298)
 JITTER_GAIN = 0.25
@@ -132,6 +138,7 @@ class BondPath(Generic[K]):
         "vq",
         "vq_time",
         "window_loss",
+        "wire_rate",
     )
 
     def __init__(self, key: K, label: str, path_id: int, now: float, priority: Priority) -> None:
@@ -172,6 +179,9 @@ class BondPath(Generic[K]):
         self.rate = INITIAL_RATE
         self.delivery_rate = 0.0
         self.delivery_peak = 0.0  # highest delivery rate lately, fading
+        self.wire_rate = (
+            0.0  # delivery rate with each datagram's DATAGRAM_OVERHEAD: the model's units
+        )
         self.vq = 0.0
         self.vq_time = now
         self.has_owd = False
@@ -290,7 +300,9 @@ class BondPath(Generic[K]):
         self.queue_s = measured
         # The prediction logged for this datagram did not know the corrections made since it
         # was sent; without subtracting them every late report would correct again.
-        self._correct(measured - predicted - (self.correction_s - self.log_correction[slot]))
+        self._correct(
+            measured - predicted - (self.correction_s - self.log_correction[slot]), measured
+        )
         return True
 
     @property
@@ -298,12 +310,16 @@ class BondPath(Generic[K]):
         """The base one-way delay: the minimum over the last 10..20 s."""
         return min(self.base_owd_s, self.base_prev_s)
 
-    def _correct(self, error_s: float) -> None:
+    def _correct(self, error_s: float, measured_s: float) -> None:
         """Queueing measured minus predicted: move the rate model and its queue towards it.
 
-        Less queueing than predicted while the path loses datagrams means the bottleneck
-        dropped what the model thought queued (its buffer is full): the queue is corrected, the
-        rate is not raised."""
+        The rate grows when the path drained faster than modelled by more than the noise, and
+        also when it shows no queueing at all while the model had made datagrams wait: without
+        that the model of a fast link stays wherever the scheduler began spilling to the next
+        path (within ``SWITCH_MARGIN_S`` of queue), and two unshaped links would share a load
+        that one carries alone. Less queueing than predicted while the path loses datagrams
+        means the bottleneck dropped what the model thought queued (its buffer is full): the
+        queue is corrected, the rate is not raised."""
         margin = QUEUE_ERROR_MARGIN_S + 2.0 * self.queue_jitter_s
         if error_s > margin:  # the path holds more than we think: it is slower than modelled,
             # though not slower than it recently delivered (a queue that is not the link's own,
@@ -311,9 +327,13 @@ class BondPath(Generic[K]):
             floor = max(MIN_RATE, PEAK_FLOOR * self.delivery_peak)
             self.rate = max(floor, min(self.rate, self.rate * RATE_DECLINE))
             self._shift_queue(error_s)
-        elif error_s < -margin:  # it drained faster than modelled, or dropped
+        elif error_s < -margin or (measured_s < UNDERUSED_WAIT_S and error_s < -UNDERUSED_WAIT_S):
+            # it drained faster than modelled, or dropped
             if self.window_loss < LOSSY_WINDOW:
-                self.rate = min(MAX_RATE, self.rate * RATE_GROWTH)
+                grown = min(MAX_RATE, self.rate * RATE_GROWTH)
+                if measured_s > SATURATED_QUEUE_S:  # queueing: what it delivers is its capacity
+                    grown = min(grown, max(self.rate, self.wire_rate))
+                self.rate = grown
             self._shift_queue(error_s)
 
     def _shift_queue(self, error_s: float) -> None:
@@ -335,6 +355,7 @@ class BondPath(Generic[K]):
         got = (datagrams - self.fb_datagrams) % US_MODULUS
         sent = self.acked - self.fb_seq
         delivered = self.delivery_rate = got_bytes / elapsed
+        self.wire_rate = (got_bytes + got * DATAGRAM_OVERHEAD) / elapsed
         if sent > 0:
             sample = max(0.0, min(1.0, 1.0 - got / sent))
             self.window_loss = sample
