@@ -3,10 +3,10 @@
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fluxify.protocol.checksum import internet_checksum
 from fluxify.protocol.icmp import (
     ICMP_ECHO_REPLY,
     ICMPV6_ECHO_REPLY,
-    internet_checksum,
     pack_echo_request,
     unpack_echo_reply,
 )

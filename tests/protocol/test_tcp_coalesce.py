@@ -9,8 +9,9 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fluxify.protocol.checksum import complete_checksum
 from fluxify.protocol.tcp_coalesce import MAX_RUN_SEGMENTS, TcpRun, coalesce
-from fluxify.protocol.tcp_segment import TCP_PSH, complete_checksum, split_tso
+from fluxify.protocol.tcp_segment import TCP_PSH, split_tso
 from tests.protocol.test_tcp_segment import ACK, ipv4_packet, ipv6_packet
 
 MSS = 1348

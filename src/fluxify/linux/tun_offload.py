@@ -18,9 +18,10 @@ import struct
 from fluxify.linux.tun import IFF_VNET_HDR, TUNSETOFFLOAD
 from fluxify.linux.tun_writer import TunWriter
 from fluxify.linux.udp_offload import offloads_disabled
+from fluxify.protocol.checksum import complete_checksum
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.tcp_coalesce import TcpRun, coalesce
-from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, complete_checksum, split_tso
+from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, split_tso
 from fluxify.protocol.udp_segment import split_uso
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,8 @@ it receives (an IPv4 raw socket hands over the IP header too; an ICMPv6 one does
 
 import struct
 
+from fluxify.protocol.checksum import internet_checksum
+
 ICMP_ECHO_REPLY = 0
 ICMP_ECHO_REQUEST = 8
 ICMPV6_ECHO_REQUEST = 128
@@ -14,16 +16,6 @@ ECHO = struct.Struct("!BBHHH")  # type, code, checksum, identifier, sequence
 ECHO_HEADER_SIZE = ECHO.size  # 8
 IPV4_MIN_HEADER_SIZE = 20
 IPV4_VERSION = 4
-
-
-def internet_checksum(data: bytes) -> int:
-    """The 16-bit one's complement of the one's complement sum (RFC 1071)."""
-    if len(data) % 2:
-        data += b"\x00"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def pack_echo_request(identifier: int, sequence: int, payload: bytes = b"", *, v6: bool) -> bytes:

@@ -11,7 +11,8 @@ lengths, IPv4 ID and checksums, sequence number and PSH; contiguous sequence num
 
 import struct
 
-from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, TCP_PROTOCOL, ones_sum
+from fluxify.protocol.checksum import ONES, ones_sum
+from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, TCP_PROTOCOL
 
 MAX_RUN_BYTES = 65535  # IPv4 total length / IPv6 payload length
 MAX_RUN_SEGMENTS = 64
@@ -141,12 +142,12 @@ def _finish(run: list[bytes], l4: int, headers: int, segment_size: int) -> bytes
     if l4 == 20:
         _U16.pack_into(header, 2, headers + payload_bytes)
         header[10:12] = b"\0\0"
-        _U16.pack_into(header, 10, -ones_sum(header[:20]) % 0xFFFF)
+        _U16.pack_into(header, 10, -ones_sum(header[:20]) % ONES)
         addresses = ones_sum(header[12:20])
     else:
         _U16.pack_into(header, 4, tcp_length)
         addresses = ones_sum(header[8:40])
     # CHECKSUM_PARTIAL: the folded pseudo-header sum, not complemented; the kernel adds the rest.
-    _U16.pack_into(header, l4 + TCP_CHECK_OFFSET, (addresses + TCP_PROTOCOL + tcp_length) % 0xFFFF)
+    _U16.pack_into(header, l4 + TCP_CHECK_OFFSET, (addresses + TCP_PROTOCOL + tcp_length) % ONES)
     payloads = [memoryview(p)[headers:] for p in run]
     return TcpRun(run, bytes(header), l4, segment_size, payloads)

@@ -1,69 +1,38 @@
-"""Splitting a TCP segmentation-offload super-packet into MTU-sized IP packets; checksums.
+"""Splitting a TCP segmentation-offload super-packet into MTU-sized IP packets.
 
 A TUN with TSO hands over one TCP packet of up to 64 KiB and the segment size (MSS) the stack
 chose. :func:`split_tso` cuts it the way a NIC would: per segment the IPv4 total length, ID
 (+1 per segment) and header checksum or the IPv6 payload length, the TCP sequence number,
 the flags (CWR on the first segment only, FIN and PSH on the last only) and a complete TCP
 checksum (RFC 793 §3.1 with the RFC 2460 §8.1 pseudo-header for IPv6). Complete, because every
-packet in the tunnel may go to a v1 peer, which writes it to a plain TUN. Pure byte work.
-
-Checksums use the ones'-complement identity 2^16 ≡ 1 (mod 0xFFFF): the big-endian sum of
-16-bit words is the buffer read as one integer, modulo 0xFFFF. Read little-endian it is the
-byte-swapped sum (RFC 1071 §2(B)) and CPython converts that ~35 % faster; a trailing odd byte
-then needs no padding.
+packet in the tunnel may go to a v1 peer, which writes it to a plain TUN. Pure byte work;
+the RFC 1071 sums (``protocol.checksum``) are inlined in the per-segment loop.
 """
 
 import struct
+
+from fluxify.protocol.checksum import (
+    FOLD_BITS_1,
+    FOLD_BITS_2,
+    FOLD_BITS_3,
+    FOLD_MASK_1,
+    FOLD_MASK_2,
+    FOLD_MASK_3,
+    ONES,
+    ones_sum,
+)
 
 IPV4_HEADER_MIN = 20
 IPV6_HEADER_SIZE = 40
 TCP_HEADER_MIN = 20
 TCP_PROTOCOL = 6
 TCP_CHECK_OFFSET = 16  # within the TCP header
-UDP_CHECK_OFFSET = 6  # within the UDP header
 TCP_FIN = 0x01
 TCP_PSH = 0x08
 TCP_CWR = 0x80
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _IPV4_LENGTH_ID = struct.Struct(">HH")
-_ONES = 0xFFFF
-# Halving a big integer by shifts (by multiples of 16 bits, so the sum is kept) before the
-# division is ~35 % faster for a 1400-byte payload than dividing it whole (CPython divides
-# digit by digit).
-_FOLD_BITS_1, _FOLD_BITS_2, _FOLD_BITS_3 = 6144, 3072, 1536
-_FOLD_MASK_1, _FOLD_MASK_2, _FOLD_MASK_3 = ((1 << bits) - 1 for bits in (6144, 3072, 1536))
-
-
-def ones_sum(data: bytes | bytearray | memoryview) -> int:
-    """Ones'-complement sum (mod 0xFFFF) of ``data`` as big-endian 16-bit words."""
-    folded = int.from_bytes(data, "little")
-    folded = (folded & _FOLD_MASK_1) + (folded >> _FOLD_BITS_1)
-    folded = (folded & _FOLD_MASK_2) + (folded >> _FOLD_BITS_2)
-    folded = (folded & _FOLD_MASK_3) + (folded >> _FOLD_BITS_3)
-    folded %= _ONES
-    return ((folded & 0xFF) << 8) | (folded >> 8)
-
-
-def internet_checksum(data: bytes | bytearray | memoryview, initial: int = 0) -> int:
-    """The RFC 1071 checksum of ``data`` (even-aligned) plus ``initial`` (a partial sum)."""
-    return -(ones_sum(data) + initial) % _ONES
-
-
-def complete_checksum(packet: bytearray, start: int, offset: int) -> bool:
-    """Finish a partial checksum in place (the kernel's CHECKSUM_PARTIAL, virtio NEEDS_CSUM).
-
-    The 16 bits at ``start + offset`` hold the folded pseudo-header sum; the checksum covers
-    ``packet[start:]``. A UDP checksum of 0 is sent as 0xFFFF (RFC 768). False when the offsets
-    do not fit the packet (nothing written)."""
-    field = start + offset
-    if start < 0 or offset < 0 or field + 2 > len(packet):
-        return False
-    check = internet_checksum(memoryview(packet)[start:])
-    if check == 0 and offset == UDP_CHECK_OFFSET:
-        check = _ONES
-    _U16.pack_into(packet, field, check)
-    return True
 
 
 def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
@@ -128,21 +97,21 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
             segment_flags &= ~(TCP_FIN | TCP_PSH)
         # ones_sum(segment), inlined and unrolled: this line is most of a split's cost.
         folded = from_bytes(segment, "little")
-        folded = (folded & _FOLD_MASK_1) + (folded >> _FOLD_BITS_1)
-        folded = (folded & _FOLD_MASK_2) + (folded >> _FOLD_BITS_2)
-        folded = (folded & _FOLD_MASK_3) + (folded >> _FOLD_BITS_3)
-        folded %= _ONES
+        folded = (folded & FOLD_MASK_1) + (folded >> FOLD_BITS_1)
+        folded = (folded & FOLD_MASK_2) + (folded >> FOLD_BITS_2)
+        folded = (folded & FOLD_MASK_3) + (folded >> FOLD_BITS_3)
+        folded %= ONES
         total = tcp_base + tcp_length + (seq >> 16) + (seq & 0xFFFF) + segment_flags
         total += ((folded & 0xFF) << 8) | (folded >> 8)
         if version == 4:
             length = l4 + tcp_length
             ident = (first_id + index) & 0xFFFF
             ip_fields(template, 2, length, ident)
-            pack16(template, 10, -(ip_base + length + ident) % _ONES)
+            pack16(template, 10, -(ip_base + length + ident) % ONES)
         else:
             pack16(template, 4, l4 - IPV6_HEADER_SIZE + tcp_length)
         pack32(template, l4 + 4, seq)
         template[l4 + 13] = segment_flags
-        pack16(template, check_at, -total % _ONES)
+        pack16(template, check_at, -total % ONES)
         out.append(join((template, segment)))
     return out

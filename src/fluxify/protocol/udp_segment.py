@@ -10,7 +10,8 @@ Complete, because a v1 peer writes each packet to a plain TUN. Pure byte work.
 
 import struct
 
-from fluxify.protocol.tcp_segment import IPV4_HEADER_MIN, IPV6_HEADER_SIZE, ones_sum
+from fluxify.protocol.checksum import ONES, ones_sum
+from fluxify.protocol.tcp_segment import IPV4_HEADER_MIN, IPV6_HEADER_SIZE
 
 UDP_HEADER_SIZE = 8
 UDP_PROTOCOL = 17
@@ -18,7 +19,6 @@ IPV6_NEXT_HEADER_OFFSET = 6
 _U16 = struct.Struct(">H")
 _IPV4_LENGTH_ID = struct.Struct(">HH")
 _UDP_LENGTH_CHECK = struct.Struct(">HH")
-_ONES = 0xFFFF
 
 
 def split_uso(packet: bytes, l4_offset: int, segment_size: int) -> list[bytes] | None:
@@ -58,13 +58,13 @@ def split_uso(packet: bytes, l4_offset: int, segment_size: int) -> list[bytes] |
         start = headers + index * segment_size
         payload = packet[start : start + segment_size]
         udp_length = UDP_HEADER_SIZE + len(payload)
-        check = -(udp_base + 2 * udp_length + ones_sum(payload)) % _ONES
-        _UDP_LENGTH_CHECK.pack_into(template, l4_offset + 4, udp_length, check or _ONES)
+        check = -(udp_base + 2 * udp_length + ones_sum(payload)) % ONES
+        _UDP_LENGTH_CHECK.pack_into(template, l4_offset + 4, udp_length, check or ONES)
         if version == 4:
             length = l4_offset + udp_length
             ident = (first_id + index) & 0xFFFF
             _IPV4_LENGTH_ID.pack_into(template, 2, length, ident)
-            _U16.pack_into(template, 10, -(ip_base + length + ident) % _ONES)
+            _U16.pack_into(template, 10, -(ip_base + length + ident) % ONES)
         else:
             _U16.pack_into(template, 4, udp_length)
         out.append(b"".join((template, payload)))
