@@ -40,11 +40,6 @@ def iperf(
     uplink is measured alone. ``reverse`` measures the download direction; ``rate`` (iperf3's
     ``-b``, e.g. ``"40M"``) caps the sender.
     """
-    argv = ["--bind-dev", bind_dev] if bind_dev is not None else []
-    if reverse:
-        argv.append("-R")
-    if rate is not None:
-        argv += ["-b", rate]
     return _parse(
         _measure(
             bed,
@@ -53,7 +48,9 @@ def iperf(
             target=target,
             seconds=seconds,
             port=port,
-            extra=argv,
+            bind_dev=bind_dev,
+            reverse=reverse,
+            extra=[] if rate is None else ["-b", rate],
         )
     )
 
@@ -121,11 +118,6 @@ def iperf_udp(
 ) -> UdpResult:
     """One UDP stream of ``length``-byte datagrams at ``rate`` (iperf3 ``-u -l -b``; "0" is as
     fast as the sender can), as in :func:`iperf`; what the receiving end counted."""
-    argv = ["-u", "-l", str(length), "-b", rate]
-    if bind_dev is not None:
-        argv += ["--bind-dev", bind_dev]
-    if reverse:
-        argv.append("-R")
     return parse_udp(
         _measure(
             bed,
@@ -134,7 +126,9 @@ def iperf_udp(
             target=target,
             seconds=seconds,
             port=port,
-            extra=argv,
+            bind_dev=bind_dev,
+            reverse=reverse,
+            extra=["-u", "-l", str(length), "-b", rate],
         )
     )
 
@@ -160,9 +154,12 @@ def _measure(
     target: str,
     seconds: float,
     port: int,
+    bind_dev: str | None,
+    reverse: bool,
     extra: list[str],
 ) -> dict[str, Any]:
-    """One iperf3 run with ``extra`` client options against a one-off server: its JSON report."""
+    """One iperf3 run with ``extra`` client options against a one-off server: its JSON report.
+    ``bind_dev`` and ``reverse`` as :func:`iperf` and :func:`iperf_udp` take them."""
     server = bed.spawn(
         server_ns,
         ["iperf3", "-s", "-1", "-p", str(port)],
@@ -172,6 +169,10 @@ def _measure(
     try:
         argv = ["iperf3", "-c", target, "-p", str(port), "-t", f"{seconds:g}", "-J"]
         argv += ["--connect-timeout", "3000", *extra]
+        if bind_dev is not None:
+            argv += ["--bind-dev", bind_dev]
+        if reverse:
+            argv.append("-R")
         return _run_client(bed, client_ns, argv, seconds)
     finally:
         if server.poll() is None:
