@@ -1,6 +1,8 @@
 """Offloads end to end: checked TCP transfers (SHA-256) through the tunnel, IPv4 and IPv6, up and
 down, with TUN TSO and UDP GSO/GRO on at both ends and with a plain-TUN peer at either end (the
-v1 client, a server with ``-no-offload``): every split packet carries complete checksums, so no
+v1 client, a server with ``-no-offload``). Between two offloaded ends the session negotiates
+``csum-partial``: TCP segments cross the tunnel with partial checksums that the receiving kernel
+finishes; towards a plain-TUN peer every split packet carries complete checksums. Either way no
 namespace counts a TCP checksum error (``nstat``)."""
 
 import json
@@ -44,7 +46,7 @@ def _tun_average(dep: Deployment, netns: str, direction: str) -> float:
         (("-protocol", "v1", "-no-offload"), (), False, True),
         ((), ("-no-offload",), True, False),
     ],
-    ids=["both-offloaded", "plain-v1-client", "plain-server"],
+    ids=["both-offloaded-csum-partial", "plain-v1-client", "plain-server"],
 )
 def test_checked_transfers_both_ways_v4_and_v6_without_checksum_errors(
     tmp_path: Path,
@@ -53,6 +55,7 @@ def test_checked_transfers_both_ways_v4_and_v6_without_checksum_errors(
     client_tso: bool,
     server_tso: bool,
 ) -> None:
+    partial = client_tso and server_tso  # csum-partial: both TUNs take NEEDS_CSUM writes
     with deployment(tmp_path, prefix="fg") as dep:
         dep.issue("alice")
         dep.start_server(server_args)
@@ -61,6 +64,7 @@ def test_checked_transfers_both_ways_v4_and_v6_without_checksum_errors(
         wait_until("ping v6 through the tunnel", lambda: dep.ping_internet(v6=True))
         assert ("TUN TSO on" in dep.log("server.log")) == server_tso, dep.log("server.log")
         assert ("TUN TSO on" in dep.log("alice.log")) == client_tso, dep.log("alice.log")
+        assert ("partial TCP checksums on" in dep.log("alice.log")) == partial
         stats = json.loads((dep.client_state("alice") / "client-stats.json").read_text())
         t = dep.t
         # Up: client → internet host (through the server's NAT). Down: server → client.

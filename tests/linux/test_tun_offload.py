@@ -14,6 +14,7 @@ from fluxify.linux.netns import NetnsThread
 from fluxify.linux.tun import IFF_VNET_HDR, Tun
 from fluxify.linux.tun_offload import TunReader, VnetTunWriter, tun_writer
 from fluxify.protocol.drops import DropCounters
+from fluxify.protocol.tcp_segment import partial_tcp, split_tso
 from tests.linux.conftest import ip, needs_root, throwaway_netns
 from tests.protocol.test_tcp_segment import model_sum
 
@@ -107,3 +108,76 @@ def test_a_udp_gso_send_comes_out_as_complete_datagrams(fg_netns: str) -> None:
             assert model_sum(pseudo + packet[20:]) == 0xFFFF  # the checksum verifies
             assert model_sum(packet[:20]) == 0xFFFF
         assert b"".join(p[28:] for p in packets) == payload
+
+
+def model_checksum(data: bytes) -> int:
+    return ~model_sum(data) & 0xFFFF
+
+
+def _syn(src: str, dst: str, port: int) -> bytes:
+    tcp = struct.pack(">HHIIBBHHH", 40000, port, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    header = struct.pack(
+        ">BBHHHBBH4s4s",
+        0x45,
+        0,
+        40,
+        1,
+        0x4000,
+        64,
+        6,
+        0,
+        *(socket.inet_aton(a) for a in (src, dst)),
+    )
+    header = header[:10] + struct.pack(">H", model_checksum(header)) + header[12:]
+    return header + tcp
+
+
+def _tcp_reply(reader: TunReader) -> bytes:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for packet in reader.read(64):
+            if packet[0] == 0x45 and packet[9] == 6:
+                return packet
+        time.sleep(0.01)
+    raise AssertionError("no TCP packet came out of the TUN")
+
+
+@needs_root
+def test_partial_tcp_checksums_in_and_out_of_a_real_tun(fg_netns: str) -> None:
+    """Feature csum-partial against the kernel: a SYN written with its pseudo-header sum and
+    NEEDS_CSUM is taken (a SYN-ACK comes back), and the SYN-ACK the stack left partial stays so
+    when its peer takes that, and comes out complete when not."""
+    with Tun.open("fgtun3", extra_flags=IFF_VNET_HDR, netns=fg_netns) as tun:
+        assert tun_offload.enable_offloads(tun.fd)[0]
+        ip("-n", fg_netns, "addr", "add", "10.77.3.1/24", "dev", "fgtun3")
+        ip("-n", fg_netns, "link", "set", "fgtun3", "up")
+        drops = DropCounters()
+        reader = TunReader(tun.fd, drops)
+        writer = VnetTunWriter(tun.fd, drops)
+        reader.read(64)  # whatever the link brought up
+
+        def listen() -> socket.socket:
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind(("10.77.3.1", 5555))
+            sock.listen()
+            return sock
+
+        with NetnsThread(fg_netns) as thread, thread.call(listen):
+            complete_syn = _syn("10.77.3.2", "10.77.3.1", 5555)
+            split = split_tso(complete_syn, 20, 1400, partial=True)
+            assert split is not None
+            (partial_syn,) = split
+            assert partial_tcp(partial_syn) == 20 and partial_syn != complete_syn
+            reader.partial_for = tun_offload.any_destination
+            writer.write_all([partial_syn], partial=True)
+            synack = _tcp_reply(reader)
+            assert synack[33] == 0x12  # SYN ACK: the kernel took the partial SYN
+            assert partial_tcp(synack) == 20
+            assert reader.partial_packets == 1
+            reader.partial_for = None  # a peer without the feature: completed on read
+            writer.write_all([complete_syn])  # the same SYN again: the SYN-ACK is sent again
+            again = _tcp_reply(reader)
+            assert again[33] == 0x12
+            pseudo = again[12:20] + struct.pack(">BBH", 0, 6, len(again) - 20)
+            assert model_sum(pseudo + again[20:]) == 0xFFFF  # complete: the checksum verifies
+            assert reader.partial_packets == 1

@@ -10,8 +10,16 @@ from collections.abc import Iterator
 
 import pytest
 
+from fluxify.linux.tun_offload import (
+    VIRTIO_NET_HDR,
+    VIRTIO_NET_HDR_F_NEEDS_CSUM,
+    VNET_HDR_SIZE,
+    VnetTunWriter,
+)
 from fluxify.linux.tun_writer import TunWriter
 from fluxify.protocol.drops import DropCounters, DropReason
+from fluxify.protocol.tcp_segment import split_tso
+from tests.protocol.test_tcp_segment import ACK, ipv4_packet
 
 PACKET_BYTES = 8
 
@@ -71,3 +79,41 @@ def test_a_full_fd_and_a_broken_fd_are_counted_not_raised(
     writer.write_all([packet(1)]) if batched else writer.write(packet(1))
     assert drops.counts[DropReason.SEND_FAILED] == 1
     assert writer.written < 64
+
+
+def _segments(partial: bool, count: int = 3) -> list[bytes]:
+    """``count`` TCP segments of one flow, the same bytes each call but for their checksums."""
+    split = split_tso(ipv4_packet(bytes(range(250)) * 4 * count, ACK), 20, 1000, partial=partial)
+    assert split is not None
+    return split
+
+
+def test_a_session_with_partial_checksums_has_the_kernel_finish_them(
+    pipe: tuple[int, int],
+) -> None:
+    read_end, write_end = pipe
+    writer = VnetTunWriter(write_end, DropCounters())
+    partial, complete = _segments(True, 1)[0], _segments(False, 1)[0]
+    writer.write_all([partial, complete], partial=True)  # not consecutive: one by one
+    data = os.read(read_end, 1 << 16)
+    needs_csum = VIRTIO_NET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, 0, 0, 0, 20, 16)
+    assert data == needs_csum + partial + bytes(VNET_HDR_SIZE) + complete
+    writer.write_all([partial], partial=True)
+    assert os.read(read_end, 1 << 16) == needs_csum + partial
+    writer.write_all([complete], partial=False)
+    assert os.read(read_end, 1 << 16) == bytes(VNET_HDR_SIZE) + complete
+    run = _segments(True)
+    writer.write_all(run, partial=True)  # one flow: coalesced, as without the feature
+    header = os.read(read_end, 1 << 16)[:VNET_HDR_SIZE]
+    assert VIRTIO_NET_HDR.unpack(header)[:2] == (VIRTIO_NET_HDR_F_NEEDS_CSUM, 1)
+    assert writer.written == 7 and writer.super_writes == 1
+
+
+def test_a_plain_tun_gets_partial_checksums_finished_by_the_writer(
+    pipe: tuple[int, int],
+) -> None:
+    read_end, write_end = pipe
+    writer = TunWriter(write_end, DropCounters())
+    partial, complete = _segments(True, 2), _segments(False, 2)
+    writer.write_all([*partial, b"not ip"], partial=True)
+    assert os.read(read_end, 1 << 16) == b"".join([*complete, b"not ip"])

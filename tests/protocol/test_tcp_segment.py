@@ -9,7 +9,8 @@ import struct
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fluxify.protocol.tcp_segment import TCP_CWR, TCP_FIN, TCP_PSH, split_tso
+from fluxify.protocol.checksum import complete_checksum
+from fluxify.protocol.tcp_segment import TCP_CWR, TCP_FIN, TCP_PSH, partial_tcp, split_tso
 
 ACK = 0x10
 
@@ -131,3 +132,69 @@ def test_what_does_not_parse_as_a_tcp_super_packet_is_refused() -> None:
     assert split_tso(bytes(udp), 20, 1000) is None
     assert split_tso(b"\x00" * 60, 20, 1000) is None  # not IP
     assert split_tso(ipv6_packet(b"y" * 100, ACK), 20, 1000) is None
+
+
+def _pseudo_of(segment: bytes) -> int:
+    """The reference pseudo-header sum of an IPv4 or IPv6 TCP segment."""
+    if segment[0] >> 4 == 4:
+        return model_sum(pseudo(segment[12:16], segment[16:20], len(segment) - 20)) % 0xFFFF
+    return model_sum(pseudo(segment[8:24], segment[24:40], len(segment) - 40)) % 0xFFFF
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    payload_size=st.integers(min_value=1, max_value=30000),
+    mss=st.integers(min_value=1, max_value=1500),
+    v6=st.booleans(),
+    options=st.sampled_from([b"", TIMESTAMPS]),
+)
+def test_partial_segments_hold_the_pseudo_header_sum_and_finish_into_the_complete_ones(
+    payload_size: int, mss: int, v6: bool, options: bytes
+) -> None:
+    payload = os.urandom(payload_size)
+    flags = ACK | TCP_PSH | TCP_CWR
+    packet = ipv6_packet(payload, flags) if v6 else ipv4_packet(payload, flags, options)
+    l4 = 40 if v6 else 20
+    complete = split_tso(packet, l4, mss)
+    partial = split_tso(packet, l4, mss, partial=True)
+    assert complete is not None and partial is not None
+    assert len(partial) == len(complete)
+    for whole, part in zip(complete, partial, strict=True):
+        check = l4 + 16
+        assert whole[:check] == part[:check] and whole[check + 2 :] == part[check + 2 :]
+        assert struct.unpack_from(">H", part, check)[0] % 0xFFFF == _pseudo_of(part)
+        assert partial_tcp(part) == l4
+        finished = bytearray(part)
+        assert complete_checksum(finished, l4, 16)
+        assert bytes(finished) == whole  # what the receiving kernel makes of it
+        # A complete checksum is told apart, but where it equals the pseudo-header sum.
+        coincides = struct.unpack_from(">H", whole, check)[0] % 0xFFFF == _pseudo_of(whole)
+        assert partial_tcp(whole) == (l4 if coincides else 0)
+
+
+def test_only_whole_tcp_packets_read_as_partial() -> None:
+    segment = split_tso(ipv4_packet(b"p" * 3000, ACK), 20, 1000, partial=True)
+    assert segment is not None
+    first = segment[0]
+    assert partial_tcp(first) == 20
+    assert partial_tcp(first[:-1]) == 0  # shorter than its IP length
+    for at, value in ((6, 0x20), (7, 0x01), (9, 17)):  # more fragments, an offset, UDP
+        changed = bytearray(first)
+        changed[at] |= value
+        assert partial_tcp(changed) == 0
+    assert partial_tcp(b"\x45" + bytes(30)) == 0
+    assert partial_tcp(b"\x00" * 60) == 0
+    v6 = split_tso(ipv6_packet(b"q" * 3000, ACK), 40, 1000, partial=True)
+    assert v6 is not None
+    assert partial_tcp(v6[0]) == 40
+    hop_by_hop = bytearray(v6[0])
+    hop_by_hop[6] = 0  # an extension header first: not split, not finished by the kernel here
+    assert partial_tcp(hop_by_hop) == 0
+
+
+def test_the_documented_partial_checksum_example() -> None:
+    # docs/protocol.md §3.5: 10.8.0.2 -> 203.0.113.9, TCP length 1380: the field holds 4b7e.
+    split = split_tso(ipv4_packet(bytes(2 * 1348), ACK, TIMESTAMPS), 20, 1348, partial=True)
+    assert split is not None
+    assert len(split[0]) == 1400
+    assert split[0][36:38] == bytes.fromhex("4b7e")

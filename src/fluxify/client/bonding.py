@@ -42,6 +42,7 @@ from fluxify.protocol.bond import BondConfig, BondEngine, Role
 from fluxify.protocol.bondpath import Priority
 from fluxify.protocol.control import (
     FEATURE_BOND_V2,
+    FEATURE_CSUM_PARTIAL,
     FEATURE_REKEY,
     Extensions,
     SessionRequest,
@@ -154,6 +155,8 @@ class BondingClient:
 
     async def _fetch(self, material: ClientMaterial) -> SessionResponse:
         offered = OFFERED_FEATURES if self.config.protocol == "v2" else frozenset()
+        if offered and tun_offload.open_flags():  # the TUN will have a vnet header
+            offered |= {FEATURE_CSUM_PARTIAL}
         request = SessionRequest(
             client_name=material.common_name,
             extensions=Extensions(features=offered) if offered else None,
@@ -184,6 +187,7 @@ class BondingClient:
             server=(server_ip, response.udp_port),
             inner_v4=response.client_ip.packed,
             inner_v6=response.client_ip6.packed if response.client_ip6 else b"",
+            csum_partial=FEATURE_CSUM_PARTIAL in accepted,
         )
 
     def _start_channel(self, session_id: int, keys: KeySchedule) -> None:

@@ -53,6 +53,7 @@ class Tunnel:
     server: tuple[str, int]
     inner_v4: bytes
     inner_v6: bytes
+    csum_partial: bool = False  # feature csum-partial: TCP checksums may stay partial both ways
 
 
 class ClientDataPlane:
@@ -67,6 +68,7 @@ class ClientDataPlane:
         self.drops = tunnel.engine.codec.drops
         self.tun = tun_offload.tun_writer(tun_fd, self.drops)
         self.tun_reader = TunReader(tun_fd, self.drops)
+        self.tun_reader.partial_for = tun_offload.any_destination if tunnel.csum_partial else None
         tso, uso = tun_offload.enable_offloads(tun_fd) if self.tun_reader.vnet else (False, False)
         self.tun_packets_read = 0
         self._timers = EngineTimers(self._on_timer)
@@ -81,11 +83,13 @@ class ClientDataPlane:
         self._rx_buffer = bytearray(size)
         self._rx_view = memoryview(self._rx_buffer)
         log.info(
-            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s, TUN USO %s",
+            "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s, TUN USO %s, "
+            "partial TCP checksums %s",
             "on" if all(s.gso for s in self.senders) else "off",
             "on" if all(gro) else "off",
             "on" if tso else "off",
             "on" if uso else "off",
+            "on" if tunnel.csum_partial else "off",
         )
 
     @property
@@ -94,9 +98,10 @@ class ClientDataPlane:
 
     def use_tunnel(self, tunnel: Tunnel) -> None:
         """Switch to a new session (the old one was lost) and greet the server on every path."""
-        self.tun.write_all(self.engine.reorder.flush())
+        self.tun.write_all(self.engine.reorder.flush(), self.tunnel.csum_partial)
         tunnel.engine.codec.drops = self.drops
         self.tunnel = tunnel
+        self.tun_reader.partial_for = tun_offload.any_destination if tunnel.csum_partial else None
         now = self._now()
         self.engine.send_handshakes(now)
         self._flush()
@@ -182,7 +187,7 @@ class ClientDataPlane:
             ready += engine.receive(key, batch, now, arrivals)
             start = end
         if ready:
-            self.tun.write_all(ready)
+            self.tun.write_all(ready, self.tunnel.csum_partial)
         self._flush()
         return count
 
@@ -232,7 +237,7 @@ class ClientDataPlane:
         now = self._now()
         ready = self.engine.on_timer(now)
         if ready:
-            self.tun.write_all(ready)
+            self.tun.write_all(ready, self.tunnel.csum_partial)
         self._flush()
 
     def _flush(self) -> None:

@@ -5,15 +5,20 @@ TCP packets of up to 64 KiB with their segment size; one read then replaces ~45 
 0.16 µs per 1434 B against 0.89 for a plain read). :class:`TunReader` splits them at once
 (``protocol.tcp_segment``), so the engine and the wire see ordinary MTU-sized IP packets with
 complete checksums, as a v1 peer expects. Packets the stack left with a partial checksum
-(``NEEDS_CSUM``) are completed. Every write carries a 10-byte header of zeros: a plain packet
-whose checksums the kernel verifies. Without a vnet header (offloads off, an older caller) both
-classes read and write plain packets.
+(``NEEDS_CSUM``) are completed. Towards a peer with feature ``csum-partial`` (docs/protocol.md
+§3.5) TCP segments keep their partial checksum instead (``TunReader.partial_for``), and such a
+session's TCP packets that hold one are written with ``NEEDS_CSUM`` for the kernel to finish.
+Consecutive segments of one flow are written as one super-packet (``VnetTunWriter``); every
+other write carries a 10-byte header of zeros: a plain packet whose checksums the kernel
+verifies. Without a vnet header (offloads off, an older caller) both classes read and write
+plain packets.
 """
 
 import fcntl
 import logging
 import os
 import struct
+from collections.abc import Callable
 
 from fluxify.linux.tun import IFF_VNET_HDR, TUNSETOFFLOAD
 from fluxify.linux.tun_writer import TunWriter
@@ -21,7 +26,7 @@ from fluxify.linux.udp_offload import offloads_disabled
 from fluxify.protocol.checksum import complete_checksum
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.tcp_coalesce import TcpRun, coalesce
-from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, split_tso
+from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, partial_tcp, split_tso
 from fluxify.protocol.udp_segment import split_uso
 
 log = logging.getLogger(__name__)
@@ -45,7 +50,24 @@ PLAIN_READ_BYTES = 65536
 TSO_ENV = "FLUXIFY_TUN_TSO"
 _ZERO_HEADER = bytes(VNET_HDR_SIZE)
 _IFREQ = struct.Struct("16sH22x")
+# By TCP offset: the header that has the kernel finish a partial TCP checksum (0: none to finish).
+_PARTIAL_HEADERS: dict[int, bytes] = {0: _ZERO_HEADER}
 _TCP_GSO = frozenset({VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6})
+
+
+def _partial_header(l4_offset: int) -> bytes:
+    """The vnet header of a whole TCP packet whose checksum the kernel is to finish
+    (``NEEDS_CSUM``, no GSO), kept in ``_PARTIAL_HEADERS``."""
+    header = VIRTIO_NET_HDR.pack(
+        VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0, l4_offset, TCP_CHECK_OFFSET
+    )
+    _PARTIAL_HEADERS[l4_offset] = header
+    return header
+
+
+def any_destination(_packet: bytes | bytearray) -> bool:
+    """``TunReader.partial_for`` of a client: its one peer takes partial checksums."""
+    return True
 
 
 def open_flags() -> int:
@@ -91,15 +113,31 @@ class TunReader:
     were collected; ``super_packets`` counts the reads that were split. A packet that does not
     parse as its header says is dropped and counted (``BAD_SUPER_PACKET``; a read cut short or
     empty ``NOT_IP``). Not thread-safe.
+
+    ``partial_for`` (feature ``csum-partial``): asked once per TCP packet the stack left with a
+    partial checksum (a super-packet or one with ``NEEDS_CSUM``) whether its peer takes it so;
+    then its segments keep the pseudo-header sum (``split_tso(partial=True)``) and
+    ``partial_packets`` counts them. None (the default): every checksum is completed.
     """
 
-    __slots__ = ("_buffer", "_view", "drops", "fd", "super_packets", "vnet")
+    __slots__ = (
+        "_buffer",
+        "_view",
+        "drops",
+        "fd",
+        "partial_for",
+        "partial_packets",
+        "super_packets",
+        "vnet",
+    )
 
     def __init__(self, fd: int, drops: DropCounters) -> None:
         self.fd = fd
         self.drops = drops
         self.vnet = has_vnet_header(fd)
         self.super_packets = 0
+        self.partial_for: Callable[[bytes | bytearray], bool] | None = None
+        self.partial_packets = 0
         self._buffer = bytearray(READ_BUFFER_BYTES if self.vnet else 0)
         self._view = memoryview(self._buffer)
 
@@ -130,7 +168,15 @@ class TunReader:
             if gso_type == VIRTIO_NET_HDR_GSO_NONE:
                 if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
                     packet = bytearray(view[VNET_HDR_SIZE:size])
-                    if not complete_checksum(packet, csum_start, csum_offset):
+                    partial_for = self.partial_for
+                    if (
+                        partial_for is not None
+                        and csum_offset == TCP_CHECK_OFFSET
+                        and partial_tcp(packet) == csum_start
+                        and partial_for(packet)
+                    ):
+                        self.partial_packets += 1
+                    elif not complete_checksum(packet, csum_start, csum_offset):
                         counts[DropReason.BAD_SUPER_PACKET] += 1
                         continue
                     packets.append(bytes(packet))
@@ -139,7 +185,12 @@ class TunReader:
                 continue
             pieces = None
             if gso_type in _TCP_GSO:
-                pieces = split_tso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
+                whole = view[VNET_HDR_SIZE:size].tobytes()
+                partial_for = self.partial_for
+                partial = partial_for is not None and partial_for(whole)
+                pieces = split_tso(whole, csum_start, gso_size, partial=partial)
+                if partial and pieces is not None:
+                    self.partial_packets += len(pieces)
             elif gso_type == VIRTIO_NET_HDR_GSO_UDP_L4:
                 pieces = split_uso(view[VNET_HDR_SIZE:size].tobytes(), csum_start, gso_size)
             if pieces is None:  # offsets, segment size or GSO type that do not fit
@@ -181,9 +232,9 @@ class VnetTunWriter(TunWriter):
     def write(self, packet: bytes) -> None:
         self.write_all([packet])
 
-    def write_all(self, packets: list[bytes]) -> None:
+    def write_all(self, packets: list[bytes], partial: bool = False) -> None:
         if not self.coalesce or len(packets) == 1:
-            self._write_plain(packets)
+            self._write_plain(packets, partial)
             return
         writev = os.writev
         fd = self.fd
@@ -192,8 +243,9 @@ class VnetTunWriter(TunWriter):
         written = 0
         for item in coalesce(packets):
             if type(item) is bytes:
+                l4 = partial_tcp(item) if partial else 0
                 try:
-                    writev(fd, (_ZERO_HEADER, item))
+                    writev(fd, (_PARTIAL_HEADERS.get(l4) or _partial_header(l4), item))
                 except BlockingIOError:
                     counts[DropReason.QUEUE_FULL] += 1
                 except OSError:
@@ -219,21 +271,22 @@ class VnetTunWriter(TunWriter):
                 log.warning("TUN refused a coalesced write (%s): writing packets one by one", exc)
                 self.coalesce = False
                 self.written += written
-                self._write_plain(item.packets)
+                self._write_plain(item.packets, partial)
                 written = 0
             else:
                 written += len(item.payloads)
                 self.super_writes += 1
         self.written += written
 
-    def _write_plain(self, packets: list[bytes]) -> None:
+    def _write_plain(self, packets: list[bytes], partial: bool) -> None:
         writev = os.writev
         fd = self.fd
         counts = self.drops.counts
         written = 0
         for packet in packets:
+            l4 = partial_tcp(packet) if partial else 0
             try:
-                writev(fd, (_ZERO_HEADER, packet))
+                writev(fd, (_PARTIAL_HEADERS.get(l4) or _partial_header(l4), packet))
             except BlockingIOError:
                 counts[DropReason.QUEUE_FULL] += 1
             except OSError:

@@ -6,7 +6,9 @@ once. Writes that fail are counted by reason, never raised or logged per packet.
 
 import os
 
+from fluxify.protocol.checksum import complete_checksum
 from fluxify.protocol.drops import DropCounters, DropReason
+from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, partial_tcp
 
 
 class TunWriter:
@@ -32,7 +34,11 @@ class TunWriter:
         else:
             self.written += 1
 
-    def write_all(self, packets: list[bytes]) -> None:
+    def write_all(self, packets: list[bytes], partial: bool = False) -> None:
+        """``partial``: the session may carry TCP packets with partial checksums (feature
+        ``csum-partial``); a plain TUN cannot say so to the kernel, so they are finished here."""
+        if partial:
+            packets = [_completed(packet) for packet in packets]
         write = os.write
         fd = self.fd
         counts = self.drops.counts
@@ -47,3 +53,13 @@ class TunWriter:
             else:
                 written += 1
         self.written += written
+
+
+def _completed(packet: bytes) -> bytes:
+    """``packet`` with its TCP checksum finished if it holds the pseudo-header sum."""
+    l4 = partial_tcp(packet)
+    if not l4:
+        return packet
+    whole = bytearray(packet)
+    complete_checksum(whole, l4, TCP_CHECK_OFFSET)
+    return bytes(whole)

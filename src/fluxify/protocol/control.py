@@ -28,6 +28,10 @@ FEATURE_BOND_V2 = "bond-v2"
 # Per-direction keys with counter nonces, rotated over a persistent control channel that also
 # carries goodbye and revocation (docs/keys.md, docs/protocol.md §3.4). Only with bond-v2.
 FEATURE_REKEY = "rekey"
+# The sender's TUN writes TCP packets whose checksum field holds the pseudo-header sum with the
+# virtio-net NEEDS_CSUM flag, so either end may send its TCP segments that way (not summed);
+# offered and accepted only by an end whose TUN has a vnet header (docs/protocol.md §5.1).
+FEATURE_CSUM_PARTIAL = "csum-partial"
 
 _Address = TypeVar("_Address", IPv4Address, IPv6Address)
 

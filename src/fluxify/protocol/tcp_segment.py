@@ -4,8 +4,10 @@ A TUN with TSO hands over one TCP packet of up to 64 KiB and the segment size (M
 chose. :func:`split_tso` cuts it the way a NIC would: per segment the IPv4 total length, ID
 (+1 per segment) and header checksum or the IPv6 payload length, the TCP sequence number,
 the flags (CWR on the first segment only, FIN and PSH on the last only) and a complete TCP
-checksum (RFC 793 §3.1 with the RFC 2460 §8.1 pseudo-header for IPv6). Complete, because every
-packet in the tunnel may go to a v1 peer, which writes it to a plain TUN. Pure byte work;
+checksum (RFC 793 §3.1 with the RFC 2460 §8.1 pseudo-header for IPv6). Complete, because a
+v1 peer writes it to a plain TUN; towards a peer that negotiated ``csum-partial`` the checksum
+field keeps the pseudo-header sum instead (``partial``), which :func:`partial_tcp` recognises
+on the other end (docs/protocol.md §3.5). Pure byte work;
 the RFC 1071 sums (``protocol.checksum``) are inlined in the per-segment loop.
 """
 
@@ -33,11 +35,18 @@ TCP_CWR = 0x80
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 _IPV4_LENGTH_ID = struct.Struct(">HH")
+_ADDRESSES_V4 = struct.Struct(">4H")  # source and destination as 16-bit words
+_ADDRESSES_V6 = struct.Struct(">16H")
 
 
-def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
+def split_tso(
+    packet: bytes, l4_offset: int, mss: int, *, partial: bool = False
+) -> list[bytes] | None:
     """The IP packets of TCP super-packet ``packet`` (IPv4 or IPv6, TCP at ``l4_offset``) with
-    at most ``mss`` payload bytes each, in order; None when it does not parse as one."""
+    at most ``mss`` payload bytes each, in order; None when it does not parse as one.
+
+    ``partial``: each segment's TCP checksum field holds its pseudo-header sum (the kernel's
+    CHECKSUM_PARTIAL, feature ``csum-partial``) and the payload is not summed."""
     size = len(packet)
     if mss <= 0 or size < IPV4_HEADER_MIN or l4_offset + TCP_HEADER_MIN > size:
         return None
@@ -71,7 +80,8 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
     template[l4 + 4 : l4 + 8] = b"\0\0\0\0"
     template[l4 + 13] = 0
     template[check_at : check_at + 2] = b"\0\0"
-    tcp_base = addresses + TCP_PROTOCOL + ones_sum(template[l4:])
+    pseudo = addresses + TCP_PROTOCOL
+    tcp_base = pseudo + ones_sum(template[l4:])
     ip_base = 0
     if version == 4:
         template[2:6] = b"\0\0\0\0"
@@ -95,14 +105,17 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
             segment_flags &= ~TCP_CWR
         if index != last:
             segment_flags &= ~(TCP_FIN | TCP_PSH)
-        # ones_sum(segment), inlined and unrolled: this line is most of a split's cost.
-        folded = from_bytes(segment, "little")
-        folded = (folded & FOLD_MASK_1) + (folded >> FOLD_BITS_1)
-        folded = (folded & FOLD_MASK_2) + (folded >> FOLD_BITS_2)
-        folded = (folded & FOLD_MASK_3) + (folded >> FOLD_BITS_3)
-        folded %= ONES
-        total = tcp_base + tcp_length + (seq >> 16) + (seq & 0xFFFF) + segment_flags
-        total += ((folded & 0xFF) << 8) | (folded >> 8)
+        if partial:
+            check = (pseudo + tcp_length) % ONES
+        else:
+            # ones_sum(segment), inlined and unrolled: this line is most of a split's cost.
+            folded = from_bytes(segment, "little")
+            folded = (folded & FOLD_MASK_1) + (folded >> FOLD_BITS_1)
+            folded = (folded & FOLD_MASK_2) + (folded >> FOLD_BITS_2)
+            folded = (folded & FOLD_MASK_3) + (folded >> FOLD_BITS_3)
+            folded %= ONES
+            total = tcp_base + tcp_length + (seq >> 16) + (seq & 0xFFFF) + segment_flags
+            check = -(total + (((folded & 0xFF) << 8) | (folded >> 8))) % ONES
         if version == 4:
             length = l4 + tcp_length
             ident = (first_id + index) & 0xFFFF
@@ -112,6 +125,45 @@ def split_tso(packet: bytes, l4_offset: int, mss: int) -> list[bytes] | None:
             pack16(template, 4, l4 - IPV6_HEADER_SIZE + tcp_length)
         pack32(template, l4 + 4, seq)
         template[l4 + 13] = segment_flags
-        pack16(template, check_at, -total % ONES)
+        pack16(template, check_at, check)
         out.append(join((template, segment)))
     return out
+
+
+def partial_tcp(packet: bytes | bytearray) -> int:
+    """The TCP offset of ``packet`` when it is a whole TCP packet (IPv4 unfragmented, or IPv6
+    with TCP right behind the fixed header, lengths matching its size) whose checksum field
+    holds its pseudo-header sum, as :func:`split_tso` with ``partial`` and the kernel's
+    CHECKSUM_PARTIAL leave it; else 0.
+
+    A complete checksum equal to that sum (1 in 65535) answers yes too, harmlessly for an
+    intact packet: finishing it writes the same value back."""
+    size = len(packet)
+    if size < 40:
+        return 0
+    first = packet[0]
+    if first >> 4 == 4:
+        l4 = (first & 0x0F) * 4
+        if (
+            packet[9] != TCP_PROTOCOL
+            or packet[6] & 0x3F  # MF or a fragment offset
+            or packet[7]
+            or l4 < IPV4_HEADER_MIN
+            or l4 + TCP_HEADER_MIN > size
+            or _U16.unpack_from(packet, 2)[0] != size
+        ):
+            return 0
+        total = sum(_ADDRESSES_V4.unpack_from(packet, 12))
+    elif first >> 4 == 6:
+        if (
+            size < IPV6_HEADER_SIZE + TCP_HEADER_MIN
+            or packet[6] != TCP_PROTOCOL
+            or _U16.unpack_from(packet, 4)[0] + IPV6_HEADER_SIZE != size
+        ):
+            return 0
+        l4 = IPV6_HEADER_SIZE
+        total = sum(_ADDRESSES_V6.unpack_from(packet, 8))
+    else:
+        return 0
+    total += TCP_PROTOCOL + size - l4 - _U16.unpack_from(packet, l4 + TCP_CHECK_OFFSET)[0]
+    return 0 if total % ONES else l4

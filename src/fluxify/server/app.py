@@ -29,7 +29,7 @@ from fluxify.protocol.addresses import (
     TUN_PREFIX_V4,
     TUN_PREFIX_V6,
 )
-from fluxify.protocol.control import FEATURE_BOND_V2, FEATURE_REKEY
+from fluxify.protocol.control import FEATURE_BOND_V2, FEATURE_CSUM_PARTIAL, FEATURE_REKEY
 from fluxify.protocol.keys import KeySchedule
 from fluxify.server.channels import ChannelHub
 from fluxify.server.config import ServerConfig
@@ -94,9 +94,7 @@ class BondingServer:
                     context,
                     self.table,
                     self.config.udp_port,
-                    accepted_features=(
-                        ACCEPTED_FEATURES if self.config.protocol == "v2" else frozenset()
-                    ),
+                    accepted_features=self._accepted_features(tun.fd),
                     is_revoked=revocation.is_revoked,
                     channels=self.channels if self.config.protocol == "v2" else None,
                 )
@@ -120,6 +118,15 @@ class BondingServer:
                 sock.close()
                 os.close(tun.fd)
         log.info("server: stopped; NAT table, sysctls and TUN removed")
+
+    def _accepted_features(self, tun_fd: int) -> frozenset[str]:
+        """What this server agrees to: none for ``-protocol v1``; ``csum-partial`` only with a
+        vnet TUN (one that can take a partial checksum with NEEDS_CSUM)."""
+        if self.config.protocol != "v2":
+            return frozenset()
+        if tun_offload.has_vnet_header(tun_fd):
+            return ACCEPTED_FEATURES | {FEATURE_CSUM_PARTIAL}
+        return ACCEPTED_FEATURES
 
     def _bring_up_host(self, journal: Journal) -> Tun:
         tun = Tun.open(self.config.tun_name, extra_flags=tun_offload.open_flags())
@@ -167,6 +174,7 @@ class BondingServer:
             session.client_ip6,
             v2=FEATURE_BOND_V2 in session.features,
             keys=keys,
+            csum_partial=FEATURE_CSUM_PARTIAL in session.features,
         )
 
     def _removed(self, session: Session, reason: RemovalReason) -> None:

@@ -59,10 +59,23 @@ _Run = tuple[
 class ServerSession:
     """Data-plane state of one client session: its engine, inner addresses, reply ancillaries."""
 
-    __slots__ = ("ancillary", "engine", "identity", "inner_v4", "inner_v6", "session_id")
+    __slots__ = (
+        "ancillary",
+        "csum_partial",
+        "engine",
+        "identity",
+        "inner_v4",
+        "inner_v6",
+        "session_id",
+    )
 
     def __init__(
-        self, engine: BondEngine[Address], identity: str, inner_v4: bytes, inner_v6: bytes
+        self,
+        engine: BondEngine[Address],
+        identity: str,
+        inner_v4: bytes,
+        inner_v6: bytes,
+        csum_partial: bool = False,
     ) -> None:
         self.engine = engine
         self.session_id = engine.codec.session_id
@@ -70,6 +83,7 @@ class ServerSession:
         self.inner_v4 = inner_v4
         self.inner_v6 = inner_v6
         self.ancillary: dict[Address, Ancillary] = {}
+        self.csum_partial = csum_partial  # feature csum-partial: TCP checksums may stay partial
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,7 @@ class ServerDataPlane:
         self._timers = EngineTimers(self._on_timer)
         self.tun = tun_offload.tun_writer(tun_fd, self.drops)
         self.tun_reader = TunReader(tun_fd, self.drops)
+        self.tun_reader.partial_for = self._takes_partial
         tso, uso = tun_offload.enable_offloads(tun_fd) if self.tun_reader.vnet else (False, False)
         self.tun_packets_read = 0
         self.sender = UdpSender(sock, self.drops.counts, gso=udp_offload.gso_supported(sock))
@@ -139,11 +154,13 @@ class ServerDataPlane:
         *,
         v2: bool = False,
         keys: KeySchedule | None = None,
+        csum_partial: bool = False,
     ) -> None:
         """Start accepting ``session_id``; a session holding the same addresses is replaced.
 
         ``v2``: the client negotiated ``bond-v2`` (per-path numbers, feedback, numbered control);
-        ``keys``: it negotiated ``rekey`` (per-direction key epochs, rotated by the control plane).
+        ``keys``: it negotiated ``rekey`` (per-direction key epochs, rotated by the control plane);
+        ``csum_partial``: it negotiated ``csum-partial`` (TCP checksums may stay partial).
         """
         now = self._clock()
         codec = DataSession(session_id, key, drops=self.drops, numbered_control=v2, keys=keys)
@@ -152,7 +169,7 @@ class ServerDataPlane:
             codec, BondConfig(Role.SERVER, v2, wall_offset_ns=offset), now
         )
         v6 = inner_v6.packed if inner_v6 is not None else b""
-        session = ServerSession(engine, identity, inner_v4.packed, v6)
+        session = ServerSession(engine, identity, inner_v4.packed, v6, csum_partial)
         for key_bytes in (session.inner_v4, v6):
             old = self.by_inner.get(key_bytes)
             if old is not None:
@@ -176,6 +193,12 @@ class ServerDataPlane:
     def confirmed_paths(self) -> list[Address]:
         """The client addresses every live session's engine holds as confirmed paths."""
         return [p.key for s in self.sessions.values() for p in s.engine.paths if p.confirmed]
+
+    def _takes_partial(self, packet: bytes | bytearray) -> bool:
+        """Whether the session ``packet`` goes to negotiated ``csum-partial``."""
+        key = packet[16:20] if packet[0] >> 4 == 4 else packet[24:40]
+        session = self.by_inner.get(bytes(key))
+        return session is not None and session.csum_partial
 
     # -- event loop --------------------------------------------------------------------------
 
@@ -309,7 +332,7 @@ class ServerDataPlane:
         if len(own) != len(packets):
             self.drops.counts[DropReason.SPOOFED_SOURCE] += len(packets) - len(own)
         if own:
-            self.tun.write_all(own)  # in one go: a vnet TUN joins segments of one flow
+            self.tun.write_all(own, session.csum_partial)  # in one go: a vnet TUN joins runs
 
     def on_tun_packets(self) -> None:
         """Drain the TUN: batch packets per destination session, hand each batch to its engine."""
