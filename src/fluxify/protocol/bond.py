@@ -30,7 +30,16 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Generic
 
-from fluxify.protocol.bondpath import DATAGRAM_OVERHEAD, US_HALF, US_MODULUS, BondPath, K, Priority
+from fluxify.protocol.bondpath import (
+    DATAGRAM_OVERHEAD,
+    PATH_SEQ_MODULUS,
+    US_HALF,
+    US_MODULUS,
+    BondPath,
+    K,
+    Priority,
+    unwrap,
+)
 from fluxify.protocol.critical import is_critical
 from fluxify.protocol.drops import DropReason
 from fluxify.protocol.feedback import FeedbackEntry, pack_feedback, unpack_feedback
@@ -505,6 +514,9 @@ class BondEngine(Generic[K]):
                 break
             opened = codec.open(datagram)
             if opened is None:
+                if codec.late_copy:  # the second copy of a duplicated packet
+                    at = arrivals[index] if arrivals is not None else None
+                    self._late_copy(path, datagram, now, now_us if at is None else int(at * 1e6))
                 continue
             ptype, payload = opened
             if path is None:
@@ -574,6 +586,33 @@ class BondEngine(Generic[K]):
                 self._tick_at = now + TICK_S
                 self._active_until = now + ACTIVE_AFTER_DATA_S
         return ready
+
+    def _late_copy(
+        self, path: BondPath[K] | None, datagram: bytes, now: float, arrived_us: int
+    ) -> None:
+        """Count on its path a second copy whose packet the first copy delivered: the peer
+        numbered it on that path, and a copy left uncounted reads as the path's loss. Only a
+        copy numbered above what the path brought so far costs a decryption (a replay of an
+        old one does not), and only an authentic one counts."""
+        codec = self.codec
+        codec.late_copy = False
+        if path is None or not self.v2 or not path.rx_count:
+            return
+        word = int.from_bytes(datagram[14:18], "big")
+        if word >> 24 != path.peer_path_id:
+            return
+        if unwrap(word & PATH_SEQ_MASK, path.rx_high, PATH_SEQ_MODULUS) <= path.rx_high:
+            return
+        fields = codec.authentic_copy(datagram)
+        if fields is None:
+            return
+        word, send_us = fields
+        owd_us = (arrived_us - send_us) & 0xFFFF_FFFF
+        size = len(datagram)
+        path.on_arrival(word & PATH_SEQ_MASK, owd_us, self._rx_owd(owd_us), size)
+        path.rx_packets += 1
+        path.rx_bytes += size
+        path.last_heard = now
 
     def _learn(self, key: K, now: float, *, confirmed: bool) -> BondPath[K] | None:
         """A new path of the peer's (server), or None when every slot holds a fresh path: a
