@@ -73,3 +73,29 @@ def test_bad_shaping_values_name_the_flag() -> None:
     )
     assert result.returncode == 2
     assert "--loss" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_burst_of_stop_signals_still_removes_the_lab() -> None:
+    """Ctrl-C in a terminal reaches the lab with the signal a wrapper (``timeout``, ``flock``)
+    forwards right behind it. The handler once set a ``threading.Event``: a second signal
+    while the first handler held the event's lock deadlocked the lab for good."""
+    before = {n for n in list_namespaces() if n.startswith(LAB_PREFIX)}
+    process = subprocess.Popen([LAB, "up", "--uplinks", "1"], stdout=subprocess.PIPE, text=True)
+    name = ""
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        assert " is up" in banner, banner
+        name = banner.split()[1]
+        for _ in range(50):
+            process.send_signal(signal.SIGINT)
+            process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:  # deadlocked: remove this lab's namespaces by hand
+            process.kill()
+            process.wait()
+            for netns in list_namespaces():
+                if name and netns.startswith(name):
+                    subprocess.run(["ip", "netns", "del", netns], check=False)
+    assert {n for n in list_namespaces() if n.startswith(LAB_PREFIX)} == before

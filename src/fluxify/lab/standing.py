@@ -8,7 +8,7 @@ left behind (namespaces named ``fxlab…``, and the processes in them).
 
 import signal
 import subprocess
-import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import FrameType
@@ -27,19 +27,27 @@ class UplinkShape:
     loss_percent: int = 0
 
 
+STOP_POLL_S = 0.2  # how often the held lab looks whether a stop signal came
+
+
 def hold_lab(shapes: Sequence[UplinkShape]) -> int:
-    stop = threading.Event()
+    """Build the lab, hold it until SIGINT or SIGTERM, then tear it down.
+
+    The handler only records the signal: it takes no lock. (It set a ``threading.Event`` once,
+    and a signal that came while ``Event.wait`` held the event's own lock deadlocked the lab
+    for good, deaf to every later signal.)"""
+    received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        received.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         with build_testbed(len(shapes), prefix=LAB_PREFIX) as bed:
             _apply(bed, shapes)
             _describe(bed, shapes)
-            while not stop.wait(1.0):
-                pass
+            while not received:
+                time.sleep(STOP_POLL_S)
             print("tearing the lab down ...", flush=True)
     finally:
         for signum, handler in previous.items():
