@@ -96,3 +96,26 @@ def test_truncated_packets_never_raise(build: object) -> None:
 @given(st.binary(max_size=120))
 def test_random_bytes_never_raise(data: bytes) -> None:
     assert is_critical(data) in (True, False)
+
+
+@settings(max_examples=800)
+@given(
+    flags=st.integers(0, 255),
+    options=st.integers(0, 10),
+    payload=st.one_of(st.binary(max_size=3), st.just(CLIENT_HELLO), st.just(b"\x16\x01")),
+    frag=st.sampled_from([0, 0x2000, 185, 0x2000 | 185]),
+)
+def test_tcp_over_ipv4_by_flags_payload_and_fragment(
+    flags: int, options: int, payload: bytes, frag: int
+) -> None:
+    """Whatever the TCP header length (options move the payload) and flags: SYN, FIN or RST,
+    or a payload that opens a TLS handshake record, is critical, unless the packet is a later
+    fragment (its bytes there are not a TCP header)."""
+    header = bytearray(tcp(flags, dport=8080))
+    header[12] = (5 + options) << 4
+    packet = v4(6, bytes(header) + bytes(4 * options) + payload, frag=frag)
+    later_fragment = frag & 0x1FFF != 0
+    expected = not later_fragment and (
+        bool(flags & (SYN | FIN | RST)) or payload.startswith(b"\x16\x03")
+    )
+    assert is_critical(packet) is expected
