@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import os
 import socket
+import time
 
 import pytest
 
@@ -18,6 +19,32 @@ from fluxify.protocol.session import DataSession
 from tests.protocol.netsim import KEY, SESSION_ID, udp_packet
 
 RUN = 10
+
+
+def _until_the_kernel_stamps_arrivals(server: socket.socket, sock: socket.socket) -> None:
+    """Wait until ``sock``'s datagrams are stamped when they arrive, not when they are read.
+
+    Enabling timestamps on the machine's first such socket turns the kernel's stamping on from
+    a work queue, later; until then each datagram is stamped as it is read, so reading wan1
+    before wan2 would put 21-30 before 11-20 (seen in CI: 10 held; 1 in 300 fresh sockets
+    here). A probe is stamped at arrival when its stamp precedes a clock reading taken after
+    the send and before the read."""
+    for _ in range(1000):  # ~2 ms a try: bounded at a few seconds even on a loaded box
+        server.sendto(b"probe", sock.getsockname())
+        sent = time.time()
+        time.sleep(0.001)
+        try:
+            _data, ancdata, _flags, _address = sock.recvmsg(64, rx_timestamps.TIMESTAMP_SPACE)
+        except BlockingIOError:
+            continue
+        stamp = rx_timestamps.arrival(ancdata, 0.0)
+        if stamp is not None and stamp <= sent:
+            while True:  # leave nothing for the data plane but the runs
+                try:
+                    sock.recv(64)
+                except BlockingIOError:
+                    return
+    raise AssertionError("the kernel never stamped a datagram on arrival")
 
 
 def _udp() -> socket.socket:
@@ -46,6 +73,8 @@ async def _held_after_three_runs() -> tuple[int, int]:
     dp = ClientDataPlane(null, uplinks, tunnel)
     sender = DataSession(SESSION_ID, KEY, numbered_control=True)
     try:
+        for uplink in uplinks:
+            _until_the_kernel_stamps_arrivals(server, uplink.sock)
         send_us = int(loop.time() * 1e6) & 0xFFFF_FFFF
         for run, index in enumerate((0, 1, 0)):
             for n in range(RUN):
