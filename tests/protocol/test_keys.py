@@ -284,6 +284,23 @@ def test_the_client_asks_once_per_epoch_when_its_key_is_due_or_its_interval_pass
     assert not server.requested
 
 
+def test_a_request_is_asked_again_on_reattach_until_a_new_epoch_comes() -> None:
+    _, _, ck, sk = pair()
+    client = ClientRekey(ck, interval_s=3600.0, now=0.0)
+    assert client.request_again() is None  # nothing was asked
+    ck.send.sent = ck.rekey_after
+    assert client.on_timer(1.0) == 0  # sent while the channel was down: lost
+    assert client.on_timer(2.0) is None  # the timer does not ask twice ...
+    assert client.request_again() == 0  # ... the next attach does, as often as it comes
+    assert client.request_again() == 0
+    server = ServerRekey(sk, interval_s=3600.0, now=0.0)
+    server.on_request(0)
+    client.on_rekey(server.offer(SALT1), 3.0)
+    assert client.request_again() is None  # answered: the new epoch is not due
+    server.on_request(0)  # a request repeated after the offer is stale: ignored
+    assert not server.requested
+
+
 def test_the_overlap_is_at_most_half_the_interval() -> None:
     _, _, _, sk = pair()
     assert ServerRekey(sk, interval_s=2.0, now=0.0).overlap_s == 1.0

@@ -197,6 +197,26 @@ async def test_a_rekey_request_from_the_client_gets_a_new_epoch(tmp_path: Path) 
             await wait_for("the new epoch", lambda: rekey.rekeys == 1 and keys.send.epoch == 1)
 
 
+async def test_a_rekey_request_made_while_the_channel_was_lost_is_sent_on_reattach(
+    tmp_path: Path,
+) -> None:
+    async with channel_server(tmp_path) as server:
+        alice = server.client()
+        response = await grant(server, alice)
+        async with attached(server, alice, response, []) as (channel, keys, _task):
+            server.hub._links[response.session_id].send(None)  # the connection is lost
+            await wait_for("the client to see it", lambda: not channel.attached.is_set())
+            keys.send.sent = keys.rekey_after  # our key is due while there is no channel
+            channel.tick()
+            assert not channel.attached.is_set()  # the request had nowhere to go
+            await wait_for("the channel back", channel.attached.is_set)
+            rekey = server.hub.rekeys[response.session_id]
+            await wait_for(  # the server's interval is far off: only our request brings it
+                "the new epoch after the reconnect",
+                lambda: rekey.rekeys == 1 and keys.send.epoch == 1,
+            )
+
+
 async def test_goodbye_frees_the_session_and_its_addresses_at_once(tmp_path: Path) -> None:
     async with channel_server(tmp_path) as server:
         alice = server.client()

@@ -159,6 +159,9 @@ class ClientChannel:
         if frame.type is FrameType.ATTACHED:
             self.attached.set()
             log.info("control channel: attached to session %08x", self.session_id)
+            epoch = self.rekey.request_again()
+            if epoch is not None:  # it may have been lost with the old connection
+                outbox.put_nowait(Frame(FrameType.REKEY_REQUEST, epoch))
         elif frame.type is FrameType.REKEY:
             epoch = self.rekey.on_rekey(RekeyOffer(frame.value, frame.salt), self._clock())
             outbox.put_nowait(Frame(FrameType.REKEY_ACK, epoch))

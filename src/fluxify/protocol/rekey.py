@@ -119,6 +119,15 @@ class ClientRekey:
         self.rekeys += 1
         return offer.epoch
 
+    def request_again(self) -> int | None:
+        """The channel (re)attached: the epoch of a REKEY_REQUEST to send once more, or None.
+
+        A request made under the epoch we still send under may have died with the old
+        connection, or found none; it is not asked for again otherwise (once per epoch), and a
+        key at its message limit would stop sending until the server's own interval."""
+        epoch = self.keys.send.epoch
+        return epoch if self._requested_for == epoch else None
+
     def on_timer(self, now: float) -> int | None:
         """Retire what is due; the epoch to ask a rekey for (REKEY_REQUEST), or None."""
         keys = self.keys
