@@ -17,7 +17,11 @@ import pytest
 
 from fluxify.server.config import DEFAULT_CONTROL_PORT
 from tests.client.bonding_harness import Deployment, deployment, wait_until
-from tests.client.test_rekey_transfer import REKEY_EVERY, key_drops, server_session
+from tests.client.test_rekey_transfer import (
+    key_drops,
+    server_session,
+    start_rekeying,
+)
 
 pytestmark = [
     pytest.mark.root,
@@ -83,14 +87,7 @@ def test_a_channel_lost_between_a_rekey_and_its_ack_comes_back_and_nothing_is_lo
     tmp_path: Path,
 ) -> None:
     with deployment(tmp_path, prefix="fxr") as dep:
-        dep.issue("alice")
-        dep.start_server(REKEY_EVERY)
-        for number in (1, 2):
-            dep.bed.shape_uplink(number, 30)  # ~20 s for 150 MB: the cut and the recovery
-        dep.start_client("alice", extra_args=REKEY_EVERY)
-        wait_until("ping through the tunnel", dep.ping_internet)
-        wait_until("the session at the server", lambda: bool(dep.server_stats()["sessions"]))
-        wait_until("the channel and a first rekey", lambda: server_session(dep)["rekeys"] >= 1)
+        start_rekeying(dep, 30)  # ~20 s for 150 MB: the cut and the recovery
         session_id = server_session(dep)["session_id"]
         seen: dict[str, int] = {}
 

@@ -34,18 +34,24 @@ def key_drops(drops: dict[str, int]) -> dict[str, int]:
     return {reason: drops[reason] for reason in KEY_DROPS if drops.get(reason)}
 
 
+def start_rekeying(dep: Deployment, uplink_mbit: float) -> None:
+    """alice's session with forced rekeys over uplinks shaped to ``uplink_mbit``, running: the
+    tunnel pings, the server holds the session and its channel has brought a first rekey."""
+    dep.issue("alice")
+    dep.start_server(REKEY_EVERY)
+    for number in (1, 2):
+        dep.bed.shape_uplink(number, uplink_mbit)
+    dep.start_client("alice", extra_args=REKEY_EVERY)
+    wait_until("ping through the tunnel", dep.ping_internet)
+    wait_until("the session at the server", lambda: bool(dep.server_stats()["sessions"]))
+    wait_until("the channel and a first rekey", lambda: server_session(dep)["rekeys"] >= 1)
+
+
 def test_a_long_transfer_across_forced_rekeys_arrives_intact_and_goodbye_frees_it(
     tmp_path: Path,
 ) -> None:
     with deployment(tmp_path, prefix="fxk") as dep:
-        dep.issue("alice")
-        dep.start_server(REKEY_EVERY)
-        for number in (1, 2):
-            dep.bed.shape_uplink(number, 40)  # ~10 s for 80 MB: room for several epochs
-        dep.start_client("alice", extra_args=REKEY_EVERY)
-        wait_until("ping through the tunnel", dep.ping_internet)
-        wait_until("the session at the server", lambda: bool(dep.server_stats()["sessions"]))
-        wait_until("the first rekey", lambda: server_session(dep)["rekeys"] >= 1)
+        start_rekeying(dep, 40)  # ~10 s for 80 MB: room for several epochs
         before = server_session(dep)["rekeys"]
         sent, received = dep.transfer(80 * MB)
         after = server_session(dep)
