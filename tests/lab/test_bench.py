@@ -2,6 +2,7 @@
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -271,3 +272,31 @@ def test_the_scenarios_help_names_every_scenario(capsys: pytest.CaptureFixture[s
     text = " ".join(capsys.readouterr().out.split())
     named = text.split("default all: ")[1].split(")")[0].split(", ")
     assert named == list(bench.SCENARIOS)
+
+
+def test_flood_variants_take_turns_and_compare_with_unflooded_and_the_closed_port() -> None:
+    from fluxify.lab.bench_flood import Measured, Variant, measure_in_turns  # noqa: PLC0415
+
+    order: list[str] = []
+    goodput = {"unflooded": [100.0, 90.0], "flooded": [40.0, 50.0], "closed": [50.0, 50.0]}
+
+    def measure(key: str, *, pids: dict[str, int]) -> Measured:
+        order.append(key)
+        return Measured(goodput[key][order.count(key) - 1], {"server": 50.0})
+
+    rows = [
+        Variant("unflooded", "unflooded", partial(measure, "unflooded")),
+        Variant("flooded", "UDP flood", partial(measure, "flooded"), also_against="closed"),
+        Variant("closed", "UDP flood at a closed port", partial(measure, "closed"), reference=True),
+    ]
+    result = ScenarioResult("flood", "t")
+    measure_in_turns(result, 2, {}, [row.keyed("", "unshaped") for row in rows])
+
+    assert order == ["unflooded", "flooded", "closed"] * 2
+    assert result.ratio_values() == {
+        "unshaped: UDP flood / unflooded (target >= 0.80)": pytest.approx(0.47, abs=0.01),
+        "unshaped: UDP flood / the same at a closed port (the server's own cost)": 0.9,
+        "unshaped: UDP flood at a closed port / unflooded (the flooder and the lab alone)": (
+            pytest.approx(0.53, abs=0.01)
+        ),
+    }

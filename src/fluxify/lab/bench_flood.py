@@ -38,7 +38,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,6 +54,7 @@ from fluxify.linux.limits import raise_open_file_limit
 FLOOD_MODULE = [sys.executable, "-m", "fluxify.lab.bench_flood"]
 SERVER_UDP_PORT = 8000  # the server's default data port
 SERVER_CONTROL_PORT = 8443
+CLOSED_PORT = 9  # of the server's host: nothing listens there (the discard port)
 CAPTURE_COUNT = 400
 # Full rate (0), and rates the flooder's own core does not limit: on a 2-core box a full-rate
 # flooder (and the lab's forwarding of its datagrams, done on its core) takes one of the two
@@ -363,11 +364,17 @@ def capture_client_datagrams(dep: Deployment, out: Path) -> int:
     return count
 
 
-def start_flood(
-    dep: Deployment, flooder_ns: str, captured: Path, seconds: float, rate: float = 0.0
+def start_flood(  # noqa: PLR0917 - the flood's what, where, how long and how fast
+    dep: Deployment,
+    flooder_ns: str,
+    captured: Path,
+    seconds: float,
+    rate: float = 0.0,
+    port: int = SERVER_UDP_PORT,
 ) -> Any:
-    """The flooder in ``flooder_ns`` (another client home) for ``seconds``; a Popen."""
-    argv = [*FLOOD_MODULE, "flood", "--host", str(dep.t.server_v4.ip)]
+    """The flooder in ``flooder_ns`` (another client home) for ``seconds``, at the server's
+    host's UDP ``port``; a Popen."""
+    argv = [*FLOOD_MODULE, "flood", "--host", str(dep.t.server_v4.ip), "--port", str(port)]
     argv += ["--captured", str(captured), "--seconds", f"{seconds:g}", "--rate", f"{rate:g}"]
     return dep.bed.spawn(flooder_ns, argv, stdout=subprocess.PIPE, text=True)
 
@@ -382,7 +389,13 @@ def flood_scenario(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) ->
     """Upload goodput without, then with each flood, in the same deployment and run: first on
     the lab's unshaped links (the tunnel is CPU-bound, so any CPU the flood takes shows), then
     with both uplinks shaped to ``SHAPED_MBIT`` (the tunnel is not). Each flooded run records
-    the rate the flooder achieved and the CPU split of the server, client and flooder."""
+    the rate the flooder achieved and the CPU split of the server, client and flooder.
+
+    The variants take turns run by run (so a load that comes and goes on the box falls on all
+    of them alike). Unshaped, each UDP flood is also sent to a closed port of the server's host
+    (``CLOSED_PORT``): the flooder and the lab's forwarding cost the box the same, the server
+    process nothing; flooded at Fluxify's port / flooded at the closed port is what Fluxify's
+    own handling of the flood costs the transfer."""
     flooder_ns = dep.bed.add_client_home()
     captured = cfg.workdir / "captured.b64"
     with fluxify_running(dep) as (client_pid, server_pid):
@@ -394,90 +407,139 @@ def flood_scenario(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) ->
                     dep.bed.shape_uplink(uplink.number, SHAPED_MBIT)
             prefix = "shaped_" if shaped else ""
             links = f"{len(dep.t.uplinks)} x {SHAPED_MBIT:g} Mbit/s" if shaped else "unshaped"
-            variants: list[tuple[str, str, Callable[[], Measured]]] = [
-                ("unflooded", "unflooded", partial(_plain_upload, dep, cfg.seconds))
-            ]
-            for rate in FLOOD_RATES:
-                key = "flooded" if not rate else f"flooded_{rate / 1000:g}k"
-                what = "at full rate" if not rate else f"at {rate:g}/s"
-                flood = partial(_flooded_upload, dep, cfg.seconds, flooder_ns, captured, rate)
-                variants.append((key, f"UDP flood {what}", flood))
-            for rate in CONTROL_RATES:
-                key = "control_flooded" if not rate else f"control_flooded_{rate:g}"
-                what = "at full rate" if not rate else f"at {rate:g}/s"
-                control = partial(_control_flooded_upload, dep, cfg.seconds, flooder_ns, rate)
-                variants.append((key, f"2000 idle + handshakes {what}", control))
-            for key, what, measure in variants:
-                _measure_variant(result, cfg.runs, pids, prefix + key, f"{links}: {what}", measure)
-                if key != "unflooded":
-                    result.ratios.append(
-                        Ratio(
-                            f"{links}: {what} / unflooded (target >= 0.80)",
-                            prefix + key,
-                            prefix + "unflooded",
-                        )
-                    )
+            variants = _variants(dep, cfg.seconds, flooder_ns, captured, closed_port=not shaped)
+            measure_in_turns(result, cfg.runs, pids, [v.keyed(prefix, links) for v in variants])
     result.notes.append(
         "UDP flood: garbage, valid-session bad-tag and replayed captured control datagrams in "
         "turn, from one socket in another client namespace behind the same ISPs, by sendmmsg "
-        f"({FLOOD_BATCH} per call); control flood: 2000 idle TCP connections (started at once, "
-        f"given {IDLE_CONNECT_S:g} s) then anonymous TLS handshakes from 4 threads (full rate, or "
-        "a stream at a fixed rate), all out of ISP 2; connections/s counts attempts; "
-        "a new client asks for 3 sessions from the client home (by ISP 1) meanwhile; "
-        "CPU = % of one core over the upload, 'box' = both cores (200 %) incl. iperf3, the "
-        "lab's forwarding and anything else running"
+        f"({FLOOD_BATCH} per call); 'at a closed port': the same flood to UDP port "
+        f"{CLOSED_PORT} of the server's host, where nothing listens (the box pays for the "
+        "flooder and the forwarding, the server process for nothing); control flood: 2000 idle "
+        f"TCP connections (started at once, given {IDLE_CONNECT_S:g} s) then anonymous TLS "
+        "handshakes from 4 threads (full rate, or a stream at a fixed rate), all out of ISP 2; "
+        "connections/s counts attempts; a new client asks for 3 sessions from the client home "
+        "(by ISP 1) meanwhile; the variants take turns run by run; CPU = % of one core over the "
+        "upload, 'box' = both cores (200 %) incl. iperf3, the lab's forwarding and anything "
+        "else running"
     )
 
 
 @dataclass(frozen=True)
 class Measured:
-    """One flooded (or unflooded) upload: goodput, the flood's rate and the flooder's CPU
-    (% of one core over its run, as the flooder measured it)."""
+    """One flooded (or unflooded) upload: goodput, the CPU shares over it (% of one core: the
+    server, the client, "box" for both cores together, and the flooder's over its own run, as
+    it measured it), the flood's rate."""
 
     mbit_s: float
+    cpu: dict[str, float] = field(default_factory=dict)
     rate: float = 0.0
     rate_unit: str = ""
-    flooder_cpu: float | None = None
     session_s: float | None = None  # the slowest of a new client's session requests meanwhile
 
 
-def _measure_variant(  # noqa: PLR0917 - one row of the scenario
-    result: ScenarioResult,
-    runs: int,
-    pids: dict[str, int],
-    key: str,
-    label: str,
-    measure: Callable[[], Measured],
+@dataclass(frozen=True)
+class Variant:
+    """One row of the scenario: its key, its label, how to measure one run of it, and the key
+    of the row it is also compared with (besides the unflooded one)."""
+
+    key: str
+    label: str
+    measure: Callable[..., Measured]  # called with pids=: the processes to take CPU of
+    also_against: str = ""
+    prefix: str = ""
+    reference: bool = False  # a row to compare with, not one the target is about
+
+    def keyed(self, prefix: str, links: str) -> "Variant":
+        """The same row for one set of links: keys prefixed, the label naming the links."""
+        return Variant(
+            prefix + self.key,
+            f"{links}: {self.label}",
+            self.measure,
+            prefix + self.also_against if self.also_against else "",
+            prefix,
+            self.reference,
+        )
+
+
+def _variants(
+    dep: Deployment, seconds: float, flooder_ns: str, captured: Path, *, closed_port: bool
+) -> list[Variant]:
+    variants = [Variant("unflooded", "unflooded", partial(_plain_upload, dep, seconds))]
+    for rate in FLOOD_RATES:
+        key = "flooded" if not rate else f"flooded_{rate / 1000:g}k"
+        what = "at full rate" if not rate else f"at {rate:g}/s"
+        closed_key = f"closed_port_{key}"
+        flood = partial(_flooded_upload, dep, seconds, flooder_ns, captured, rate)
+        variants.append(Variant(key, f"UDP flood {what}", flood, closed_key if closed_port else ""))
+        if closed_port:
+            at_closed = partial(flood, port=CLOSED_PORT)
+            label = f"UDP flood {what} at a closed port"
+            variants.append(Variant(closed_key, label, at_closed, reference=True))
+    for rate in CONTROL_RATES:
+        key = "control_flooded" if not rate else f"control_flooded_{rate:g}"
+        what = "at full rate" if not rate else f"at {rate:g}/s"
+        control = partial(_control_flooded_upload, dep, seconds, flooder_ns, rate)
+        variants.append(Variant(key, f"2000 idle + handshakes {what}", control))
+    return variants
+
+
+def measure_in_turns(
+    result: ScenarioResult, runs: int, pids: dict[str, int], variants: list[Variant]
 ) -> None:
+    """``runs`` runs of each variant, one of each in turn, then each variant's ratios."""
     for index in range(runs):
-        split = CpuSplit(pids)
-        measured = measure()
-        shares = split.shares()
-        if measured.flooder_cpu is not None:
-            shares["flooder"] = measured.flooder_cpu
-        result.add(key, label, MBIT, measured.mbit_s)
-        extra = ""
-        if measured.session_s is not None:
-            result.add(
-                f"{key}_session",
-                f"{label}: a new client's session (slowest)",
-                "s",
-                measured.session_s,
+        for variant in variants:
+            _measure_run(result, (index, runs), pids, variant)
+    for variant in variants:
+        _add_ratios(result, variant)
+
+
+def _add_ratios(result: ScenarioResult, variant: Variant) -> None:
+    unflooded = variant.prefix + "unflooded"
+    if variant.key == unflooded:
+        return
+    why = "the flooder and the lab alone" if variant.reference else "target >= 0.80"
+    result.ratios.append(Ratio(f"{variant.label} / unflooded ({why})", variant.key, unflooded))
+    if variant.also_against:
+        result.ratios.append(
+            Ratio(
+                f"{variant.label} / the same at a closed port (the server's own cost)",
+                variant.key,
+                variant.also_against,
             )
-            extra = f"; a new client's session within {measured.session_s:.3f} s"
-        if measured.rate_unit:
-            result.add(f"{key}_rate", f"{label}: achieved rate", measured.rate_unit, measured.rate)
-        cpu = ", ".join(f"{name} {share:.0f}" for name, share in shares.items())
-        rate = f", {measured.rate:.0f} {measured.rate_unit}" if measured.rate_unit else ""
-        result.notes.append(
-            f"{label} run {index + 1}: {measured.mbit_s:.1f} Mbit/s{rate}; "
-            f"CPU % of a core: {cpu}{extra}"
         )
-        print(
-            f"    {label}: run {index + 1}/{runs}: {measured.mbit_s:.2f} Mbit/s{rate}; "
-            f"CPU {cpu}{extra}",
-            flush=True,
+
+
+def _measure_run(
+    result: ScenarioResult, run: tuple[int, int], pids: dict[str, int], variant: Variant
+) -> None:
+    """Run ``run`` = (index, of how many) of ``variant``: its samples, a note and a line."""
+    index, runs = run
+    key, label = variant.key, variant.label
+    measured = variant.measure(pids=pids)
+    result.add(key, label, MBIT, measured.mbit_s)
+    extra = ""
+    if measured.session_s is not None:
+        result.add(
+            f"{key}_session",
+            f"{label}: a new client's session (slowest)",
+            "s",
+            measured.session_s,
         )
+        extra = f"; a new client's session within {measured.session_s:.3f} s"
+    if measured.rate_unit:
+        result.add(f"{key}_rate", f"{label}: achieved rate", measured.rate_unit, measured.rate)
+    cpu = ", ".join(f"{name} {share:.0f}" for name, share in measured.cpu.items())
+    rate = f", {measured.rate:.0f} {measured.rate_unit}" if measured.rate_unit else ""
+    result.notes.append(
+        f"{label} run {index + 1}: {measured.mbit_s:.1f} Mbit/s{rate}; "
+        f"CPU % of a core: {cpu}{extra}"
+    )
+    print(
+        f"    {label}: run {index + 1}/{runs}: {measured.mbit_s:.2f} Mbit/s{rate}; "
+        f"CPU {cpu}{extra}",
+        flush=True,
+    )
 
 
 class CpuSplit:
@@ -507,12 +569,12 @@ def _box_busy_s() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _plain_upload(dep: Deployment, seconds: float) -> Measured:
-    return Measured(_upload(dep, seconds))
+def _plain_upload(dep: Deployment, seconds: float, *, pids: dict[str, int]) -> Measured:
+    return Measured(*_upload(dep, seconds, pids))
 
 
 def _control_flooded_upload(
-    dep: Deployment, seconds: float, flooder_ns: str, rate: float = 0.0
+    dep: Deployment, seconds: float, flooder_ns: str, rate: float = 0.0, *, pids: dict[str, int]
 ) -> Measured:
     """The upload during the control flood; meanwhile a new client (another identity, from the
     client's home, so by another ISP than the flood) times its session requests."""
@@ -536,36 +598,50 @@ def _control_flooded_upload(
         time.sleep(1.0)
         asking = threading.Thread(target=time_sessions, daemon=True)
         asking.start()
-        mbit = _upload(dep, seconds)
+        mbit, cpu = _upload(dep, seconds, pids)
         asking.join(timeout=30)
     finally:
         report = flood_report(flooding)
     print(f"    control flood: {report}; a new client's sessions took {timings} s", flush=True)
     return Measured(
         mbit,
+        cpu | {"flooder": _cpu_share(report)},
         float(report["handshakes_per_s"]),
         "connections/s",
-        _cpu_share(report),
         max(timings) if timings else None,
     )
 
 
-def _upload(dep: Deployment, seconds: float) -> float:
-    return tunneled(dep, seconds, "upload").mbit_s
+def _upload(
+    dep: Deployment, seconds: float, pids: dict[str, int]
+) -> tuple[float, dict[str, float]]:
+    """The upload's goodput and the CPU shares of ``pids`` and the box over it."""
+    split = CpuSplit(pids)
+    mbit = tunneled(dep, seconds, "upload").mbit_s
+    return mbit, split.shares()
 
 
-def _flooded_upload(
-    dep: Deployment, seconds: float, flooder_ns: str, captured: Path, rate: float = 0.0
+def _flooded_upload(  # noqa: PLR0917 - partial()'s positional arguments
+    dep: Deployment,
+    seconds: float,
+    flooder_ns: str,
+    captured: Path,
+    rate: float = 0.0,
+    port: int = SERVER_UDP_PORT,
+    *,
+    pids: dict[str, int],
 ) -> Measured:
-    flooding = start_flood(dep, flooder_ns, captured, seconds + 2.0, rate)
+    flooding = start_flood(dep, flooder_ns, captured, seconds + 2.0, rate, port)
     try:
         time.sleep(1.0)  # the flood is at full rate before the measurement starts
-        mbit = _upload(dep, seconds)
+        mbit, cpu = _upload(dep, seconds, pids)
     finally:
         report = flood_report(flooding)
     if report["answers"]:
         print(f"    the flooder got {report['answers']} answers", flush=True)
-    return Measured(mbit, float(report["rate"]), "datagrams/s", _cpu_share(report))
+    return Measured(
+        mbit, cpu | {"flooder": _cpu_share(report)}, float(report["rate"]), "datagrams/s"
+    )
 
 
 def _cpu_share(report: dict[str, Any]) -> float:
