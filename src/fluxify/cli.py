@@ -626,6 +626,12 @@ def lab_parser() -> FlagParser:
     soak.add_argument(
         "--out", type=Path, default=Path("out/soak.json"), metavar="FILE", help="JSON report"
     )
+    soak.add_argument(
+        "--rekey-seconds",
+        type=float,
+        metavar="S",
+        help="both ends rotate their keys this often (default: every 5 minutes)",
+    )
     return parser
 
 
@@ -641,11 +647,15 @@ def lab_main(argv: Sequence[str] | None = None) -> int:
     if ns.command == "soak":
         if ns.minutes <= 0 or ns.sample_seconds <= 0:
             parser.error("argument --minutes/--sample-seconds: expected a positive number")
-        from fluxify.lab.soak import run_soak  # noqa: PLC0415 - heavy, only here
+        if ns.rekey_seconds is not None and ns.rekey_seconds < 1:
+            parser.error("argument --rekey-seconds: expected at least 1")
+        from fluxify.lab.soak import REKEY_S, run_soak  # noqa: PLC0415 - heavy, only here
 
         return _run(
             "fluxify-lab",
-            lambda: run_soak(ns.minutes, ns.out, sample_s=ns.sample_seconds),
+            lambda: run_soak(
+                ns.minutes, ns.out, sample_s=ns.sample_seconds, rekey_s=ns.rekey_seconds or REKEY_S
+            ),
         )
     if ns.seconds < 1:
         parser.error("argument --seconds: expected at least 1")

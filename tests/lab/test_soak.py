@@ -1,10 +1,15 @@
 """The soak's verdict: flat memory and files pass; growth or a stuck tunnel fail, saying which."""
 
-from fluxify.lab.soak import Sample, judge
+from fluxify.lab.soak import Sample, judge, rekeys_seen
 
 
 def samples(
-    count: int, *, rss_step_kb: int = 0, fd_step: float = 0, ping_from: int = -1
+    count: int,
+    *,
+    rss_step_kb: int = 0,
+    fd_step: float = 0,
+    ping_from: int = -1,
+    rekeys: list[int] | None = None,
 ) -> list[Sample]:
     return [
         Sample(
@@ -18,6 +23,7 @@ def samples(
             client_paths_alive=2,
             wan2_up=True,
             tunnel_ping=ping_from < 0 or i < ping_from,
+            rekeys=rekeys[i] if rekeys else 0,
         )
         for i in range(count)
     ]
@@ -41,3 +47,17 @@ def test_a_tunnel_that_stops_carrying_pings_is_stuck() -> None:
 
 def test_too_short_a_run_is_not_judged_flat() -> None:
     assert judge(samples(3), 10.0)[0].startswith("only 3 samples")
+
+
+def test_keys_that_rotate_as_asked_pass_and_a_new_session_counts_again() -> None:
+    # 40 samples 10 s apart at a rekey every 60 s: 6 rekeys at least; the session is replaced
+    # after the fourth (the server's count starts again from 0)
+    counts = [i // 6 for i in range(24)] + [(i - 24) // 6 for i in range(24, 40)]
+    assert rekeys_seen(samples(40, rekeys=counts)) == 3 + 2
+    assert judge(samples(40, rekeys=counts), 10.0, 60.0) == []
+
+
+def test_keys_that_stop_rotating_fail_with_how_often_they_did() -> None:
+    counts = [min(i // 6, 2) for i in range(40)]
+    (failure,) = judge(samples(40, rekeys=counts), 10.0, 60.0)
+    assert failure == "keys rotated 2 times in 6 min, every 60 s asked (at least 5 expected)"

@@ -4,12 +4,14 @@ A two-uplink deployment (``lab.deployment``) carries TCP bulk both ways (iperf3,
 upload and download, rate-capped so the box stays responsive), pings and a stream of small UDP
 datagrams (``lab.bench_gap``) for ``minutes``; wan2 loses its carrier for ``FLAP_DOWN_S`` every
 ``flap_s``. Every ``sample_s`` the server's and the client's RSS and open file descriptors and
-the session/path state are sampled. Prints a summary, writes JSON, and fails (exit 1) when the
-RSS or fd count grew beyond a bound between the second and the last quarter of the run, or the
-session got stuck (the tunnel carried no ping for ``STUCK_SAMPLES`` samples in a row, or no
-session at the server).
+the session/path state are sampled. Both ends rotate their keys every ``rekey_s`` (the
+``rekey`` channel), so a long soak also crosses many rekeys under load. Prints a summary,
+writes JSON, and fails (exit 1) when the RSS or fd count grew beyond a bound between the
+second and the last quarter of the run, the session got stuck (the tunnel carried no ping for
+``STUCK_SAMPLES`` samples in a row, or no session at the server), or the keys stopped rotating.
 """
 
+import itertools
 import json
 import os
 import statistics
@@ -40,6 +42,7 @@ RSS_GROWTH_MAX_KB = 20_000  # beyond what the first quarter's median already hel
 RSS_GROWTH_MAX_RATIO = 0.25
 FD_GROWTH_MAX = 8
 GAP_MODULE = [sys.executable, "-m", "fluxify.lab.bench_gap"]
+REKEY_S = 300.0  # 12 rekeys an hour (the product's default is 1 h)
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ class Sample:
     client_paths_alive: int
     wan2_up: bool
     tunnel_ping: bool
+    rekeys: int = 0  # the server's count over its sessions (a new session counts from 0)
 
 
 @dataclass
@@ -66,6 +70,8 @@ class SoakResult:
     bulk_mbit: list[float] = field(default_factory=list)
     flaps: int = 0
     probes: dict[str, Any] = field(default_factory=dict)
+    rekey_s: float = REKEY_S
+    server_drops: dict[str, int] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
 
 
@@ -81,20 +87,30 @@ def proc_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def run_soak(minutes: float, out: Path, *, sample_s: float = 10.0, flap_s: float = 60.0) -> int:
-    """Soak for ``minutes``; print the summary, write ``out`` (JSON); 1 on growth or stuck."""
-    result = SoakResult(minutes)
+def run_soak(
+    minutes: float,
+    out: Path,
+    *,
+    sample_s: float = 10.0,
+    flap_s: float = 60.0,
+    rekey_s: float = REKEY_S,
+) -> int:
+    """Soak for ``minutes``; print the summary, write ``out`` (JSON); 1 on growth, stuck or
+    keys that did not rotate."""
+    result = SoakResult(minutes, rekey_s=rekey_s)
+    rekeying = ("-rekey-interval", f"{rekey_s:g}s")
     with (
         sigterm_as_interrupt(),
         tempfile.TemporaryDirectory(prefix="fluxify-soak-") as tmp,
         deployment(Path(tmp), uplinks=2, prefix=BED_PREFIX) as dep,
     ):
         dep.issue(SOAK_CLIENT)
-        dep.start_server()
-        dep.start_client(SOAK_CLIENT, ifaces="wan1,wan2")
+        dep.start_server(extra_args=rekeying)
+        dep.start_client(SOAK_CLIENT, ifaces="wan1,wan2", extra_args=rekeying)
         wait_until("the tunnel to carry a ping", dep.ping_internet)
         _soak(dep, result, minutes * 60.0, sample_s, flap_s)
-        result.failures += judge(result.samples, sample_s)
+        result.server_drops = dep.server_stats().get("drops", {})
+        result.failures += judge(result.samples, sample_s, rekey_s)
         server_log = dep.log("server.log")
     summary = summarize(result, server_log)
     print(summary)
@@ -198,6 +214,7 @@ def _sample(
         client_paths_alive=sum(1 for p in client.get("paths", []) if p.get("alive")),
         wan2_up=wan2_up,
         tunnel_ping=dep.ping_internet(),
+        rekeys=sum(int(s.get("rekeys", 0)) for s in sessions),
     )
 
 
@@ -211,9 +228,9 @@ def _progress(s: Sample) -> None:
     )
 
 
-def judge(samples: list[Sample], sample_s: float) -> list[str]:
-    """Growth between the second and the last quarter (medians) and stuck sessions, as
-    sentences."""
+def judge(samples: list[Sample], sample_s: float, rekey_s: float | None = None) -> list[str]:
+    """Growth between the second and the last quarter (medians), stuck sessions and (with
+    ``rekey_s``) keys that rotated less often than asked, as sentences."""
     failures: list[str] = []
     if len(samples) < 8:
         return [f"only {len(samples)} samples: run longer than 8 x {sample_s:g} s"]
@@ -235,7 +252,24 @@ def judge(samples: list[Sample], sample_s: float) -> list[str]:
         if lost >= STUCK_SAMPLES:
             failures.append(f"stuck: no ping through the tunnel or no session at t = {s.at_s} s")
             break
+    if rekey_s:
+        span = samples[-1].at_s - samples[0].at_s
+        expected = int(span // rekey_s) - 1  # one interval of slack: where the run started
+        if (done := rekeys_seen(samples)) < expected:
+            failures.append(
+                f"keys rotated {done} times in {span / 60:.0f} min, every {rekey_s:g} s asked "
+                f"(at least {expected} expected)"
+            )
     return failures
+
+
+def rekeys_seen(samples: list[Sample]) -> int:
+    """Rekeys over the run: the server's count went up by these (a drop is a new session,
+    counting again from 0)."""
+    seen = 0
+    for before, after in itertools.pairwise(samples):
+        seen += after.rekeys - before.rekeys if after.rekeys >= before.rekeys else after.rekeys
+    return seen
 
 
 def summarize(result: SoakResult, server_log: str) -> str:
@@ -251,6 +285,7 @@ def summarize(result: SoakResult, server_log: str) -> str:
             )
         pings = sum(s.tunnel_ping for s in samples)
         lines.append(f"  tunnel pings at the samples: {pings}/{len(samples)}")
+        lines.append(f"  rekeys: {rekeys_seen(samples)} (every {result.rekey_s:g} s asked)")
     mbit = result.bulk_mbit
     median = statistics.median(mbit) if mbit else 0.0
     lines.append(
@@ -263,6 +298,8 @@ def summarize(result: SoakResult, server_log: str) -> str:
             f"  small UDP: {result.probes.get('received')} received, "
             f"{result.probes.get('lost')} lost, longest gap {result.probes.get('max_gap_ms')} ms"
         )
+    drops = ", ".join(f"{reason} {n}" for reason, n in sorted(result.server_drops.items()))
+    lines.append(f"  server drops: {drops or 'none'}")
     lines.append(f"  server log: {len(server_log.splitlines())} lines")
     lines.append("  result: " + ("; ".join(result.failures) if result.failures else "pass"))
     return "\n".join(lines)
