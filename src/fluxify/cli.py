@@ -520,8 +520,8 @@ def bench_parser() -> FlagParser:
         default="",
         metavar="A,B",
         help="comma-separated subset (default all: single, small, bond-2x50, bond-80-20, "
-        "delay-10-40, demo-10-30, delay-10-100, lossy, failover, latency, cpu, flood, integrity, "
-        "capacity)",
+        "delay-10-40, demo-10-30, delay-10-100, lossy, failover, latency, cpu, cpu-2x50, flood, "
+        "integrity, capacity)",
     )
     lab.add_argument(
         "--runs", type=int_value, default=3, metavar="N", help="runs per quantity (default 3)"

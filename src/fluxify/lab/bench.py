@@ -12,7 +12,8 @@ Scenarios (each quantity the median of ``runs`` runs, each run a fresh two-uplin
   the v1 round robin (``-protocol v1``) beside bond-v2;
 - ``failover``: wan1 cut at t = 5 s of a checked upload; longest gap of a 10 ms probe stream;
 - ``latency``: ping RTT through each tunnel vs raw, and the RTT each adds (µs);
-- ``cpu``: CPU seconds per GB of the client and server processes;
+- ``cpu``: CPU seconds per GB of the client and server processes; ``cpu-2x50`` the same with
+  both uplinks shaped to 50 Mbit/s (and Fluxify over wan1 alone beside the baselines);
 - ``flood``: upload goodput while another address floods the server's UDP port with garbage,
   bad-tag and replayed control datagrams, against the same upload unflooded (``lab.bench_flood``);
 - ``integrity``: 1 GB checked TCP transfers through Fluxify with offloads on, up and down, IPv4
@@ -65,7 +66,8 @@ SCENARIOS: dict[str, tuple[str, Scenario]] = {
     ),
     "failover": ("failover: wan1 cut at t = 5 s of a bonded upload", failover),
     "latency": ("latency added by the tunnel (ping RTT)", latency),
-    "cpu": ("CPU seconds per GB moved", cpu),
+    "cpu": ("CPU seconds per GB moved", cpu()),
+    "cpu-2x50": ("CPU seconds per GB moved, both uplinks shaped to 50 Mbit/s", cpu(50.0)),
     "flood": ("upload while another address floods the server's UDP port", flood_scenario),
     "integrity": (
         "1 GB checked TCP transfers, offloads on: sha256 and checksum errors",

@@ -89,9 +89,10 @@ def single_path(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> No
     )
 
 
+FLUXIFY_ONE = "fluxify_one"  # Fluxify over wan1 alone (wan2 -backup)
 BONDED_OR_ONE = (
     ("fluxify", "fluxify (2 unshaped uplinks)", "bonded"),
-    ("fluxify_one", "fluxify over wan1 alone (wan2 backup)", "in the one-uplink rows"),
+    (FLUXIFY_ONE, "fluxify over wan1 alone (wan2 backup)", "in the one-uplink rows"),
 )
 
 
@@ -104,7 +105,7 @@ def fluxify_bonded_or_one(dep: Deployment, cfg: BenchConfig, result: ScenarioRes
     moved = {key: {d: [0, 0] for d in DIRECTIONS} for key, _, _ in BONDED_OR_ONE}
     for index in range(cfg.runs):
         for key, label, _ in BONDED_OR_ONE:
-            backup = dep.t.uplink(2).ifname if key == "fluxify_one" else ""
+            backup = dep.t.uplink(2).ifname if key == FLUXIFY_ONE else ""
             with fluxify_running(dep, backup=backup):
                 for d in DIRECTIONS:
                     before = [_link_bytes(dep, n) for n in (1, 2)]
@@ -241,25 +242,46 @@ def added_latency(result: ScenarioResult, baselines: tuple[str, ...]) -> None:
         result.ratios.append(Ratio(label, f"{FLUXIFY_SERVER}_added", f"{name}_added"))
 
 
-def cpu(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
-    """Scenario 7: CPU seconds (user + system) per GB moved, client and server process."""
-    for name in cfg.baselines:
-        with baseline_tunnel(name, dep) as tunnel:
-            pids = (tunnel.client_pid, tunnel.server_pid)
-            _cpu_runs(result, name, cfg, pids, partial(tunneled_via, dep, cfg.seconds, tunnel))
-    with fluxify_running(dep) as pids:
-        _cpu_runs(result, "fluxify", cfg, pids, partial(tunneled_via, dep, cfg.seconds, None))
-    for d in DIRECTIONS:
+def cpu(shaped_mbit: float = 0.0) -> Scenario:
+    """Scenario 7: CPU seconds (user + system) per GB moved, client and server process; on the
+    unshaped links (CPU-bound: packets come in large batches) or with both uplinks shaped to
+    ``shaped_mbit`` (the links bound: a tunnel wakes for a few packets at a time, and what a
+    wake-up costs counts). Shaped, Fluxify also runs over wan1 alone (wan2 ``-backup``): the
+    baselines' link at the baselines' rate."""
+
+    def run(dep: Deployment, cfg: BenchConfig, result: ScenarioResult) -> None:
+        if shaped_mbit:
+            for uplink in dep.t.uplinks:
+                dep.bed.shape_uplink(uplink.number, shaped_mbit)
         for name in cfg.baselines:
-            for side in ("client", "server"):
-                result.ratios.append(
-                    Ratio(
-                        f"fluxify / {name} {side} CPU per GB, {d}",
-                        f"fluxify_{side}_{d}",
-                        f"{name}_{side}_{d}",
-                    )
-                )
-    result.notes.append("unshaped links; fluxify bonds wan1+wan2, baselines use wan1")
+            with baseline_tunnel(name, dep) as tunnel:
+                pids = (tunnel.client_pid, tunnel.server_pid)
+                measure = partial(tunneled_via, dep, cfg.seconds, tunnel)
+                _cpu_runs(result, name, cfg, pids, measure)
+        rows = ["fluxify"]
+        with fluxify_running(dep) as pids:
+            _cpu_runs(result, "fluxify", cfg, pids, partial(tunneled_via, dep, cfg.seconds, None))
+        if shaped_mbit:
+            rows.append(FLUXIFY_ONE)
+            with fluxify_running(dep, backup=dep.t.uplink(2).ifname) as pids:
+                measure = partial(tunneled_via, dep, cfg.seconds, None)
+                _cpu_runs(result, FLUXIFY_ONE, cfg, pids, measure)
+        for d in DIRECTIONS:
+            for row in rows:
+                for name in cfg.baselines:
+                    for side in ("client", "server"):
+                        result.ratios.append(
+                            Ratio(
+                                f"{row} / {name} {side} CPU per GB, {d}",
+                                f"{row}_{side}_{d}",
+                                f"{name}_{side}_{d}",
+                            )
+                        )
+        links = f"both uplinks shaped to {shaped_mbit:g} Mbit/s" if shaped_mbit else "unshaped"
+        one = f"; {FLUXIFY_ONE}: fluxify over wan1 alone (wan2 -backup)" if shaped_mbit else ""
+        result.notes.append(f"{links}; fluxify bonds wan1+wan2, baselines use wan1{one}")
+
+    return run
 
 
 def _cpu_runs(
