@@ -364,11 +364,12 @@ def capture_client_datagrams(dep: Deployment, out: Path) -> int:
     return count
 
 
-def start_flood(  # noqa: PLR0917 - the flood's what, where, how long and how fast
+def start_flood(
     dep: Deployment,
     flooder_ns: str,
     captured: Path,
     seconds: float,
+    *,
     rate: float = 0.0,
     port: int = SERVER_UDP_PORT,
 ) -> Any:
@@ -469,7 +470,7 @@ def _variants(
         key = "flooded" if not rate else f"flooded_{rate / 1000:g}k"
         what = "at full rate" if not rate else f"at {rate:g}/s"
         closed_key = f"closed_port_{key}"
-        flood = partial(_flooded_upload, dep, seconds, flooder_ns, captured, rate)
+        flood = partial(_flooded_upload, dep, seconds, flooder_ns, captured, rate=rate)
         variants.append(Variant(key, f"UDP flood {what}", flood, closed_key if closed_port else ""))
         if closed_port:
             at_closed = partial(flood, port=CLOSED_PORT)
@@ -621,17 +622,17 @@ def _upload(
     return mbit, split.shares()
 
 
-def _flooded_upload(  # noqa: PLR0917 - partial()'s positional arguments
+def _flooded_upload(
     dep: Deployment,
     seconds: float,
     flooder_ns: str,
     captured: Path,
-    rate: float = 0.0,
-    port: int = SERVER_UDP_PORT,
     *,
+    rate: float,
+    port: int = SERVER_UDP_PORT,
     pids: dict[str, int],
 ) -> Measured:
-    flooding = start_flood(dep, flooder_ns, captured, seconds + 2.0, rate, port)
+    flooding = start_flood(dep, flooder_ns, captured, seconds + 2.0, rate=rate, port=port)
     try:
         time.sleep(1.0)  # the flood is at full rate before the measurement starts
         mbit, cpu = _upload(dep, seconds, pids)
