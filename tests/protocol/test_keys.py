@@ -10,8 +10,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF, HKDFExpand
 from fluxify.errors import RemoteProtocolError
 from fluxify.protocol.bond import BondConfig, BondEngine, Role
 from fluxify.protocol.drops import DropReason
-from fluxify.protocol.header import MAX_SEQ, HeaderFlag, PacketType, unpack_header
+from fluxify.protocol.header import (
+    HEADER_SIZE,
+    MAX_SEQ,
+    NONCE_SIZE,
+    HeaderFlag,
+    PacketType,
+    unpack_header,
+)
 from fluxify.protocol.keys import (
+    MESSAGES_PER_KEY,
+    REKEY_AFTER_MESSAGES,
     Direction,
     KeySchedule,
     direction_key,
@@ -163,6 +172,35 @@ def test_rekey_is_wanted_at_half_the_limit() -> None:
     assert not ck.wants_rekey
     ip(client)
     assert ck.wants_rekey and not ck.exhausted
+
+
+def test_the_products_own_limits_ask_for_a_rekey_at_2_30_and_stop_at_2_31() -> None:
+    """Not scaled down: the schedules keep the product's constants; the counters are moved to
+    just below each limit (sealing 2^30 messages would take an hour here)."""
+    assert (REKEY_AFTER_MESSAGES, MESSAGES_PER_KEY) == (1 << 30, 1 << 31)
+    client, server, ck, sk = pair()
+    client_rekey = ClientRekey(ck, interval_s=3600.0, now=0.0)
+    server_rekey = ServerRekey(sk, interval_s=3600.0, now=0.0)
+    ck.send.sent = REKEY_AFTER_MESSAGES - 2
+    ip(client)
+    assert client_rekey.on_timer(1.0) is None and not ck.wants_rekey  # 2^30 - 1 sealed
+    ip(client)
+    assert ck.wants_rekey and not ck.exhausted
+    assert client_rekey.on_timer(2.0) == 0  # asks for epoch 0's successor long before 1 h
+    sk.send.sent = REKEY_AFTER_MESSAGES
+    assert server_rekey.due(2.0)
+
+    ck.send.sent = MESSAGES_PER_KEY - 1
+    last = ip(client)
+    nonce = last[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE]
+    assert nonce == struct.pack(">IQ", 0, MESSAGES_PER_KEY - 1)  # epoch 0, counter 2^31 - 1
+    assert server.open(last) == (PacketType.IP, IPV4)
+    assert ck.exhausted and client.seal_ip(IPV4) is None
+    assert client.drops[DropReason.KEY_EXHAUSTED] == 1
+    rekey(ck, sk, 1, SALT1)
+    resumed = ip(client)
+    assert resumed[HEADER_SIZE : HEADER_SIZE + NONCE_SIZE] == struct.pack(">IQ", 1, 0)
+    assert server.open(resumed) == (PacketType.IP, IPV4)
 
 
 def test_the_seq_wrap_is_crossed_under_one_key_without_a_number_coming_round_again() -> None:
