@@ -15,6 +15,7 @@ from fluxify.linux.tun import IFF_VNET_HDR, Tun
 from fluxify.linux.tun_offload import TunReader, VnetTunWriter, tun_writer
 from fluxify.protocol.drops import DropCounters
 from fluxify.protocol.tcp_segment import partial_tcp, split_tso
+from fluxify.protocol.udp_segment import split_uso
 from tests.linux.conftest import ip, needs_root, throwaway_netns
 from tests.protocol.test_tcp_segment import model_sum
 
@@ -181,3 +182,61 @@ def test_partial_tcp_checksums_in_and_out_of_a_real_tun(fg_netns: str) -> None:
             pseudo = again[12:20] + struct.pack(">BBH", 0, 6, len(again) - 20)
             assert model_sum(pseudo + again[20:]) == 0xFFFF  # complete: the checksum verifies
             assert reader.partial_packets == 1
+
+
+def _udp_datagrams(src: str, dst: str, port: int, payload: bytes, size: int) -> list[bytes]:
+    """Datagrams ``src`` → ``dst``:``port`` carrying ``payload`` in ``size``-byte pieces, with
+    complete checksums (cut by ``split_uso`` from one super-packet)."""
+    v6 = ":" in src
+    family = socket.AF_INET6 if v6 else socket.AF_INET
+    addresses = socket.inet_pton(family, src) + socket.inet_pton(family, dst)
+    udp = struct.pack(">HHHH", 40000, port, 8 + len(payload), 0) + payload
+    if v6:
+        whole = struct.pack(">IHBB", 0x6000_0000, len(udp), 17, 64) + addresses + udp
+    else:
+        whole = struct.pack(">BBHHHBBH", 0x45, 0, 20 + len(udp), 7, 0x4000, 64, 17, 0) + addresses
+        whole += udp
+    packets = split_uso(whole, 40 if v6 else 20, size)
+    assert packets is not None
+    return packets
+
+
+@needs_root
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_coalesced_udp_datagrams_reach_a_socket_as_the_datagrams_they_were(
+    fg_netns: str, v6: bool
+) -> None:
+    """A run of one flow's datagrams (and a shorter last one) written as one GSO_UDP_L4
+    super-packet: the stack cuts it back, and the socket receives every datagram, in order, byte
+    for byte; a datagram of another flow in between is written on its own."""
+    with Tun.open("fgtun4", extra_flags=IFF_VNET_HDR, netns=fg_netns) as tun:
+        _tso, uso = tun_offload.enable_offloads(tun.fd)
+        if not uso:
+            pytest.skip("this kernel has no TUN USO (Linux 6.2+)")
+        local, peer = ("fd77:4::1", "fd77:4::2") if v6 else ("10.77.4.1", "10.77.4.2")
+        prefix = "64" if v6 else "24"
+        ip("-n", fg_netns, "addr", "add", f"{local}/{prefix}", "dev", "fgtun4", "nodad")
+        ip("-n", fg_netns, "link", "set", "fgtun4", "up")
+        writer = VnetTunWriter(tun.fd, DropCounters())
+
+        def bind(port: int) -> socket.socket:
+            sock = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM)
+            sock.bind((local, port))
+            sock.settimeout(5)
+            return sock
+
+        payload = os.urandom(200 * 11 + 57)
+        run = _udp_datagrams(peer, local, 6000, payload, 200)
+        other = _udp_datagrams(peer, local, 6001, b"another flow", 200)
+        with (
+            NetnsThread(fg_netns) as thread,
+            thread.call(bind, 6000) as a,
+            thread.call(bind, 6001) as b,
+        ):
+            writer.write_all(run[:5] + other + run[5:])
+            got = [a.recv(2048) for _ in run]
+            assert b.recv(2048) == b"another flow"
+        assert got == [p[28 + (20 if v6 else 0) :] for p in run]
+        assert b"".join(got) == payload
+        assert writer.super_writes == 2 and writer.written == len(run) + 1
+        assert writer.coalesce_udp  # the kernel took them

@@ -19,7 +19,9 @@ from fluxify.linux.tun_offload import (
 from fluxify.linux.tun_writer import TunWriter
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.tcp_segment import split_tso
+from fluxify.protocol.udp_segment import split_uso
 from tests.protocol.test_tcp_segment import ACK, ipv4_packet
+from tests.protocol.test_udp_segment import super_packet
 
 PACKET_BYTES = 8
 
@@ -117,3 +119,23 @@ def test_a_plain_tun_gets_partial_checksums_finished_by_the_writer(
     partial, complete = _segments(True, 2), _segments(False, 2)
     writer.write_all([*partial, b"not ip"], partial=True)
     assert os.read(read_end, 1 << 16) == b"".join([*complete, b"not ip"])
+
+
+def test_a_refused_udp_run_turns_udp_joining_off_alone_and_loses_no_count(
+    pipe: tuple[int, int],
+) -> None:
+    """A write error on a joined UDP run (as a kernel without GSO_UDP_L4 gives): its datagrams
+    are tried one by one, each failure counted; UDP joining is off from then on, TCP's is not."""
+    read_end, write_end = pipe
+    drops = DropCounters()
+    writer = VnetTunWriter(write_end, drops)
+    run = split_uso(super_packet(4, bytes(600)), 20, 200)
+    assert run is not None
+    writer.write_all(run)
+    assert writer.super_writes == 1 and writer.coalesce_udp
+    assert VIRTIO_NET_HDR.unpack(os.read(read_end, 1 << 16)[:VNET_HDR_SIZE])[1] == 5  # UDP_L4
+    os.close(read_end)  # every write fails from now on (EPIPE)
+    writer.write_all(run)
+    assert not writer.coalesce_udp and writer.coalesce
+    assert drops.counts[DropReason.SEND_FAILED] == len(run)
+    assert writer.written == len(run)

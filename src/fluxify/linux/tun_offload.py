@@ -8,10 +8,10 @@ complete checksums, as a v1 peer expects. Packets the stack left with a partial 
 (``NEEDS_CSUM``) are completed. Towards a peer with feature ``csum-partial`` (docs/protocol.md
 §3.5) TCP segments keep their partial checksum instead (``TunReader.partial_for``), and such a
 session's TCP packets that hold one are written with ``NEEDS_CSUM`` for the kernel to finish.
-Consecutive segments of one flow are written as one super-packet (``VnetTunWriter``); every
-other write carries a 10-byte header of zeros: a plain packet whose checksums the kernel
-verifies. Without a vnet header (offloads off, an older caller) both classes read and write
-plain packets.
+Consecutive segments of one TCP flow, and consecutive datagrams of one UDP flow, are written as
+one super-packet (``VnetTunWriter``); every other write carries a 10-byte header of zeros: a
+plain packet whose checksums the kernel verifies. Without a vnet header (offloads off, an older
+caller) both classes read and write plain packets.
 """
 
 import fcntl
@@ -23,10 +23,11 @@ from collections.abc import Callable
 from fluxify.linux.tun import IFF_VNET_HDR, TUNSETOFFLOAD
 from fluxify.linux.tun_writer import TunWriter
 from fluxify.linux.udp_offload import offloads_disabled
-from fluxify.protocol.checksum import complete_checksum
+from fluxify.protocol.checksum import UDP_CHECK_OFFSET, complete_checksum
 from fluxify.protocol.drops import DropCounters, DropReason
 from fluxify.protocol.tcp_coalesce import TcpRun, coalesce
 from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, partial_tcp, split_tso
+from fluxify.protocol.udp_coalesce import UdpRun, coalesce_udp
 from fluxify.protocol.udp_segment import split_uso
 
 log = logging.getLogger(__name__)
@@ -217,31 +218,35 @@ class TunReader:
 class VnetTunWriter(TunWriter):
     """A :class:`TunWriter` for a vnet TUN. Consecutive segments of one TCP flow are joined
     (``protocol.tcp_coalesce``) and written as one super-packet that the stack takes whole
-    (``GSO_TCPV4/6`` with ``NEEDS_CSUM``); everything else goes behind a header of zeros and the
-    kernel checks its checksums. ``coalesce`` turns False for good if the kernel refuses a
-    super-packet; ``super_writes`` counts the joined writes. ``written`` counts IP packets.
+    (``GSO_TCPV4/6`` with ``NEEDS_CSUM``), and so are consecutive datagrams of one UDP flow
+    (``protocol.udp_coalesce``, ``GSO_UDP_L4``); everything else goes behind a header of zeros
+    and the kernel checks its checksums. ``coalesce`` (TCP) and ``coalesce_udp`` turn False for
+    good, each on its own, if the kernel refuses such a super-packet (``GSO_UDP_L4`` needs Linux
+    6.2); ``super_writes`` counts the joined writes. ``written`` counts IP packets.
     """
 
-    __slots__ = ("coalesce", "super_writes")
+    __slots__ = ("coalesce", "coalesce_udp", "super_writes")
 
     def __init__(self, fd: int, drops: DropCounters, *, coalesce: bool = True) -> None:
         super().__init__(fd, drops)
         self.coalesce = coalesce
+        self.coalesce_udp = coalesce
         self.super_writes = 0
 
     def write(self, packet: bytes) -> None:
         self.write_all([packet])
 
     def write_all(self, packets: list[bytes], partial: bool = False) -> None:
-        if not self.coalesce or len(packets) == 1:
+        if len(packets) == 1 or not (self.coalesce or self.coalesce_udp):
             self._write_plain(packets, partial)
             return
+        tcp: list[bytes | TcpRun] = coalesce(packets) if self.coalesce else list(packets)
+        items = coalesce_udp(tcp) if self.coalesce_udp else tcp
         writev = os.writev
         fd = self.fd
         counts = self.drops.counts
-        pack = VIRTIO_NET_HDR.pack
         written = 0
-        for item in coalesce(packets):
+        for item in items:
             if type(item) is bytes:
                 l4 = partial_tcp(item) if partial else 0
                 try:
@@ -253,23 +258,22 @@ class VnetTunWriter(TunWriter):
                 else:
                     written += 1
                 continue
-            assert isinstance(item, TcpRun)
-            gso_type = VIRTIO_NET_HDR_GSO_TCPV6 if item.ipv6 else VIRTIO_NET_HDR_GSO_TCPV4
-            header = pack(
-                VIRTIO_NET_HDR_F_NEEDS_CSUM,
-                gso_type,
-                len(item.header),
-                item.segment_size,
-                item.l4_offset,
-                TCP_CHECK_OFFSET,
-            )
+            assert isinstance(item, (TcpRun, UdpRun))
             try:
-                writev(fd, [header, item.header, *item.payloads])
+                writev(fd, [_run_header(item), item.header, *item.payloads])
             except BlockingIOError:
                 counts[DropReason.QUEUE_FULL] += len(item.payloads)
             except OSError as exc:
-                log.warning("TUN refused a coalesced write (%s): writing packets one by one", exc)
-                self.coalesce = False
+                what = "TCP" if isinstance(item, TcpRun) else "UDP"
+                log.warning(
+                    "TUN refused a coalesced %s write (%s): writing its packets one by one",
+                    what,
+                    exc,
+                )
+                if isinstance(item, TcpRun):
+                    self.coalesce = False
+                else:
+                    self.coalesce_udp = False
                 self.written += written
                 self._write_plain(item.packets, partial)
                 written = 0
@@ -294,6 +298,23 @@ class VnetTunWriter(TunWriter):
             else:
                 written += 1
         self.written += written
+
+
+def _run_header(run: TcpRun | UdpRun) -> bytes:
+    """The vnet header of a coalesced write: the stack finishes every segment's checksum."""
+    if isinstance(run, TcpRun):
+        gso_type = VIRTIO_NET_HDR_GSO_TCPV6 if run.ipv6 else VIRTIO_NET_HDR_GSO_TCPV4
+        check_offset = TCP_CHECK_OFFSET
+    else:
+        gso_type, check_offset = VIRTIO_NET_HDR_GSO_UDP_L4, UDP_CHECK_OFFSET
+    return VIRTIO_NET_HDR.pack(
+        VIRTIO_NET_HDR_F_NEEDS_CSUM,
+        gso_type,
+        len(run.header),
+        run.segment_size,
+        run.l4_offset,
+        check_offset,
+    )
 
 
 def tun_writer(fd: int, drops: DropCounters) -> TunWriter:
