@@ -25,9 +25,10 @@ from fluxify.linux.tun_writer import TunWriter
 from fluxify.linux.udp_offload import offloads_disabled
 from fluxify.protocol.checksum import UDP_CHECK_OFFSET, complete_checksum
 from fluxify.protocol.drops import DropCounters, DropReason
+from fluxify.protocol.gso_run import GsoRun
 from fluxify.protocol.tcp_coalesce import TcpRun, coalesce
 from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, partial_tcp, split_tso
-from fluxify.protocol.udp_coalesce import UdpRun, coalesce_udp
+from fluxify.protocol.udp_coalesce import coalesce_udp
 from fluxify.protocol.udp_segment import split_uso
 
 log = logging.getLogger(__name__)
@@ -258,7 +259,7 @@ class VnetTunWriter(TunWriter):
                 else:
                     written += 1
                 continue
-            assert isinstance(item, (TcpRun, UdpRun))
+            assert isinstance(item, GsoRun)
             try:
                 writev(fd, [_run_header(item), item.header, *item.payloads])
             except BlockingIOError:
@@ -300,7 +301,7 @@ class VnetTunWriter(TunWriter):
         self.written += written
 
 
-def _run_header(run: TcpRun | UdpRun) -> bytes:
+def _run_header(run: GsoRun) -> bytes:
     """The vnet header of a coalesced write: the stack finishes every segment's checksum."""
     if isinstance(run, TcpRun):
         gso_type = VIRTIO_NET_HDR_GSO_TCPV6 if run.ipv6 else VIRTIO_NET_HDR_GSO_TCPV4

@@ -11,7 +11,7 @@ lengths, IPv4 ID and checksums, sequence number and PSH; contiguous sequence num
 
 import struct
 
-from fluxify.protocol.checksum import ONES, ones_sum
+from fluxify.protocol.gso_run import GsoRun, set_run_lengths
 from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, TCP_PROTOCOL
 
 MAX_RUN_BYTES = 65535  # IPv4 total length / IPv6 payload length
@@ -22,27 +22,10 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct(">I")
 
 
-class TcpRun:
-    """The ``packets`` of one flow as one packet: ``header`` (IP + TCP, lengths set, TCP
-    checksum = the pseudo-header sum for the stack to finish) and the ``payloads`` behind it,
-    each ``segment_size`` bytes but the last."""
+class TcpRun(GsoRun):
+    """A run of one flow's TCP segments."""
 
-    __slots__ = ("header", "ipv6", "l4_offset", "packets", "payloads", "segment_size")
-
-    def __init__(
-        self,
-        packets: list[bytes],
-        header: bytes,
-        l4_offset: int,
-        segment_size: int,
-        payloads: list[memoryview],
-    ) -> None:
-        self.packets = packets
-        self.header = header
-        self.l4_offset = l4_offset
-        self.segment_size = segment_size
-        self.payloads = payloads
-        self.ipv6 = l4_offset != 20
+    __slots__ = ()
 
 
 _MASKS: dict[tuple[int, int], int] = {}
@@ -138,16 +121,6 @@ def _finish(run: list[bytes], l4: int, headers: int, segment_size: int) -> bytes
     payload_bytes = sum(len(p) for p in run) - headers * len(run)
     header = bytearray(first[:headers])
     header[l4 + 13] |= run[-1][l4 + 13] & _PSH
-    tcp_length = headers - l4 + payload_bytes
-    if l4 == 20:
-        _U16.pack_into(header, 2, headers + payload_bytes)
-        header[10:12] = b"\0\0"
-        _U16.pack_into(header, 10, -ones_sum(header[:20]) % ONES)
-        addresses = ones_sum(header[12:20])
-    else:
-        _U16.pack_into(header, 4, tcp_length)
-        addresses = ones_sum(header[8:40])
-    # CHECKSUM_PARTIAL: the folded pseudo-header sum, not complemented; the kernel adds the rest.
-    _U16.pack_into(header, l4 + TCP_CHECK_OFFSET, (addresses + TCP_PROTOCOL + tcp_length) % ONES)
+    set_run_lengths(header, l4, headers - l4 + payload_bytes, TCP_PROTOCOL, TCP_CHECK_OFFSET)
     payloads = [memoryview(p)[headers:] for p in run]
     return TcpRun(run, bytes(header), l4, segment_size, payloads)

@@ -15,7 +15,8 @@ import struct
 from collections.abc import Iterable
 from typing import TypeVar
 
-from fluxify.protocol.checksum import ONES, UDP_CHECK_OFFSET, ones_sum
+from fluxify.protocol.checksum import UDP_CHECK_OFFSET
+from fluxify.protocol.gso_run import GsoRun, set_run_lengths
 from fluxify.protocol.udp_segment import UDP_HEADER_SIZE, UDP_PROTOCOL
 
 MAX_RUN_BYTES = 65535  # IPv4 total length / IPv6 payload length
@@ -27,26 +28,10 @@ _IPV6_HEADERS = 40 + UDP_HEADER_SIZE
 T = TypeVar("T")
 
 
-class UdpRun:
-    """The ``packets`` of one flow as one packet: ``header`` (IP + UDP, lengths set, UDP
-    checksum = the pseudo-header sum for the stack to finish) and the ``payloads`` behind it,
-    each ``segment_size`` bytes but the last."""
+class UdpRun(GsoRun):
+    """A run of one flow's UDP datagrams (``GsoRun``)."""
 
-    __slots__ = ("header", "l4_offset", "packets", "payloads", "segment_size")
-
-    def __init__(
-        self,
-        packets: list[bytes],
-        header: bytes,
-        l4_offset: int,
-        segment_size: int,
-        payloads: list[memoryview],
-    ) -> None:
-        self.packets = packets
-        self.header = header
-        self.l4_offset = l4_offset
-        self.segment_size = segment_size
-        self.payloads = payloads
+    __slots__ = ()
 
 
 def _mask(l4_offset: int) -> int:
@@ -137,16 +122,7 @@ def _finish(run: list[bytes], l4: int, segment_size: int) -> bytes | UdpRun:
     payload_bytes = sum(len(p) for p in run) - headers * len(run)
     udp_length = UDP_HEADER_SIZE + payload_bytes
     header = bytearray(first[:headers])
-    if l4 == 20:
-        _U16.pack_into(header, 2, headers + payload_bytes)
-        header[10:12] = b"\0\0"
-        _U16.pack_into(header, 10, -ones_sum(header[:20]) % ONES)
-        addresses = ones_sum(header[12:20])
-    else:
-        _U16.pack_into(header, 4, udp_length)
-        addresses = ones_sum(header[8:40])
     _U16.pack_into(header, l4 + 4, udp_length)
-    # CHECKSUM_PARTIAL: the folded pseudo-header sum, not complemented; the kernel adds the rest.
-    _U16.pack_into(header, l4 + UDP_CHECK_OFFSET, (addresses + UDP_PROTOCOL + udp_length) % ONES)
+    set_run_lengths(header, l4, udp_length, UDP_PROTOCOL, UDP_CHECK_OFFSET)
     payloads = [memoryview(p)[headers:] for p in run]
     return UdpRun(run, bytes(header), l4, segment_size, payloads)
