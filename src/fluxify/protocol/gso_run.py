@@ -7,6 +7,7 @@ import struct
 from fluxify.protocol.checksum import ONES, ones_sum
 
 IPV4_L4_OFFSET = 20  # a run's IPv4 header has no options
+MAX_RUN_BYTES = 65535  # what a run's IPv4 total length / IPv6 payload length can say
 _U16 = struct.Struct(">H")
 
 

@@ -11,10 +11,9 @@ lengths, IPv4 ID and checksums, sequence number and PSH; contiguous sequence num
 
 import struct
 
-from fluxify.protocol.gso_run import GsoRun, set_run_lengths
+from fluxify.protocol.gso_run import MAX_RUN_BYTES, GsoRun, set_run_lengths
 from fluxify.protocol.tcp_segment import TCP_CHECK_OFFSET, TCP_PROTOCOL
 
-MAX_RUN_BYTES = 65535  # IPv4 total length / IPv6 payload length
 MAX_RUN_SEGMENTS = 64
 _ACK = 0x10
 _PSH = 0x08

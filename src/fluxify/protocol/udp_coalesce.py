@@ -16,10 +16,9 @@ from collections.abc import Iterable
 from typing import TypeVar
 
 from fluxify.protocol.checksum import UDP_CHECK_OFFSET
-from fluxify.protocol.gso_run import GsoRun, set_run_lengths
+from fluxify.protocol.gso_run import MAX_RUN_BYTES, GsoRun, set_run_lengths
 from fluxify.protocol.udp_segment import UDP_HEADER_SIZE, UDP_PROTOCOL
 
-MAX_RUN_BYTES = 65535  # IPv4 total length / IPv6 payload length
 MAX_RUN_SEGMENTS = 64  # the kernel takes up to 128 (UDP_MAX_SEGMENTS)
 _U16 = struct.Struct(">H")
 _IPV4_HEADERS = 20 + UDP_HEADER_SIZE
@@ -89,9 +88,8 @@ def coalesce_udp(items: Iterable[bytes | T]) -> list[bytes | T | UdpRun]:
             out.append(item)
             closed = True
             continue
-        packet = item
-        payload = len(packet) - l4 - UDP_HEADER_SIZE
-        masked = int.from_bytes(packet[: l4 + UDP_HEADER_SIZE], "big") & _MASKS[l4]
+        payload = len(item) - l4 - UDP_HEADER_SIZE
+        masked = int.from_bytes(item[: l4 + UDP_HEADER_SIZE], "big") & _MASKS[l4]
         if (
             closed
             or masked != run_masked
@@ -101,12 +99,12 @@ def coalesce_udp(items: Iterable[bytes | T]) -> list[bytes | T | UdpRun]:
         ):
             if run:
                 out.append(_finish(run, run_l4, run_size))
-            run = [packet]
+            run = [item]
             run_masked, run_l4, run_size = masked, l4, payload
             # What the length field still takes: IPv4 counts its header, IPv6 does not.
             run_room = MAX_RUN_BYTES - (_IPV4_HEADERS if l4 == 20 else UDP_HEADER_SIZE) - payload
         else:
-            run.append(packet)
+            run.append(item)
             run_room -= payload
         closed = payload < run_size
     if run:
