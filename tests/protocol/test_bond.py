@@ -171,6 +171,30 @@ def test_two_equal_unlimited_paths_carry_the_load_on_one() -> None:
     assert delivered == client.codec.last_seq  # all of it, once
 
 
+def test_a_new_session_over_two_unshaped_paths_settles_on_one_within_a_few_feedbacks() -> None:
+    """A new session's rate models start at 20 Mbit/s. Over two unshaped paths offered 600
+    Mbit/s the first one counts as full and every other batch spills to the second until the
+    models learn better: with 8 % growth per feedback that took ~1 s in memory and 1-2 s in the
+    lab, and a 6 s bench run paid for the reordering. A path that shows no queueing carries
+    more than it delivers, so its model jumps to 1.5 x its delivery until it first queues, and
+    the load settles on one path once the first delivery rate is measured (RATE_WINDOW_S)."""
+    fast = LinkModel(rate_mbit=3000.0, delay_ms=0.3, queue_limit_ms=5.0)
+    net = Network([fast, fast])
+    net.run_until(0.3)
+    source = Cbr(net, 600.0)
+    net.run_until(0.52, source)  # 0.22 s of traffic: 11 feedback ticks
+    before = [net.sent_on("client", i, IP) for i in range(2)]
+    net.run_until(1.02, source)
+    shares = [net.sent_on("client", i, IP) - b for i, b in enumerate(before)]
+    # (growing 8 % per feedback alone: 0.50 on the second path; with the model at least 1.08 x
+    # its delivery but no start-up: 0.03)
+    assert min(shares) < 0.01 * sum(shares)
+    source.paused = True
+    net.run_until(1.5)
+    got = {n for _, n in map(packet_number, net.delivered["server"])}
+    assert len(got) == source.sent
+
+
 def test_unequal_paths_still_share_the_load_by_their_rates() -> None:
     """Runs do not skew the split: 60 + 20 Mbit/s loaded at 70 puts about a quarter on the
     slow path, and every packet arrives (measured: 0.27)."""
@@ -303,10 +327,10 @@ def test_the_hold_is_at_most_skew_plus_jitter_plus_a_margin(
 # -- the rate model -------------------------------------------------------------------------
 
 
-def rates_under_load(rates: tuple[float, float], offered_mbit: float) -> list[float]:
+def rates_under_load(rates: tuple[float, float], offered_mbit: float, seed: int = 5) -> list[float]:
     """The client's rate model of each path after 3 s at ``offered_mbit``, in the link
     model's units (Mbit/s of datagrams + 28 bytes)."""
-    net = Network([LinkModel(r, 10.0, 0.5) for r in rates], seed=5)
+    net = Network([LinkModel(r, 10.0, 0.5) for r in rates], seed=seed)
     source = Cbr(net, offered_mbit)
     net.run_until(3.0, source)
     scale = (DATAGRAM_SIZE + NETSIM_OVERHEAD) / (DATAGRAM_SIZE + ENGINE_OVERHEAD)
@@ -314,14 +338,16 @@ def rates_under_load(rates: tuple[float, float], offered_mbit: float) -> list[fl
 
 
 @pytest.mark.parametrize(
-    ("rates", "offered"),
-    [((50.0, 50.0), 95.0), ((80.0, 20.0), 93.0)],
-    ids=["2x50-saturated", "80+20-saturated"],
+    ("rates", "offered", "seed"),
+    [((50.0, 50.0), 95.0, 5), *(((80.0, 20.0), 93.0, seed) for seed in (5, 4, 6, 8))],
+    ids=["2x50-saturated", "80+20-saturated", "80+20-seed-4", "80+20-seed-6", "80+20-seed-8"],
 )
 def test_estimated_rates_are_within_10_percent_of_the_links(
-    rates: tuple[float, float], offered: float
+    rates: tuple[float, float], offered: float, seed: int
 ) -> None:
-    for estimate, real in zip(rates_under_load(rates, offered), rates, strict=True):
+    """(Seeds 4, 6 and 8 failed before the growth of a path shown no queue was capped at 1.08 x
+    its delivery: the slow path, carrying 12 of its 20 Mbit/s, grew to 25-29 in 3 s.)"""
+    for estimate, real in zip(rates_under_load(rates, offered, seed), rates, strict=True):
         assert estimate == pytest.approx(real, rel=0.10)
 
 
@@ -347,13 +373,24 @@ def test_at_85_percent_the_fast_path_is_filled_and_modelled_and_the_slow_one_car
 
 
 def test_a_path_loaded_below_its_capacity_has_a_rate_model_between_its_load_and_its_rate() -> None:
-    """2 x 50 at 80 offered, equal delays: each path queues a little (bursts, jitter), so
-    nothing shows the model its capacity (it grows when a path drains faster than modelled by
-    more than the noise, or shows no queue at all while the model made packets wait). The model
-    is then a lower bound that still carries the load: at least the 40 each path carries, never
-    above the link."""
-    for estimate in rates_under_load((50.0, 50.0), 80.0):
-        assert 40.0 <= estimate <= 50.0 * 1.10
+    """2 x 50 at 80 offered, equal delays: the path the load starts on is filled, the other
+    carries the rest and queues a little (bursts, jitter), so nothing shows its model its
+    capacity (it grows when a path drains faster than modelled by more than the noise, or
+    shows no queue at all while the model made packets wait, then up to 1.08 x what it
+    delivers). Each model then carries its path's load and is never above the link."""
+    net = Network([LinkModel(50.0, 10.0, 0.5) for _ in range(2)], seed=5)
+    source = Cbr(net, 80.0)
+    net.run_until(2.0, source)
+    before = [(p.tx_bytes, p.tx_packets) for p in net.client.paths]
+    net.run_until(3.0, source)
+    for path, (sent_bytes, sent_packets) in zip(net.client.paths, before, strict=True):
+        # over 1 s, in the model's units: datagrams + ENGINE_OVERHEAD each
+        wire = path.tx_bytes - sent_bytes + (path.tx_packets - sent_packets) * ENGINE_OVERHEAD
+        carried, model = wire * 8 / 1e6, path.rate * 8 / 1e6
+        assert 20.0 < carried < 55.0
+        assert carried <= model
+        scale = (DATAGRAM_SIZE + NETSIM_OVERHEAD) / (DATAGRAM_SIZE + ENGINE_OVERHEAD)
+        assert model * scale <= 50.0 * 1.10  # the link's units
 
 
 # -- v1 mode ----------------------------------------------------------------------------------

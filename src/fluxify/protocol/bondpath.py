@@ -26,6 +26,10 @@ INITIAL_RATE = 2_500_000.0  # bytes/s (20 Mbit/s) until feedback says better
 MIN_RATE = 62_500.0  # 0.5 Mbit/s
 MAX_RATE = 1_250_000_000.0  # 10 Gbit/s
 RATE_GROWTH = 1.08  # per feedback in which the path queued less than we predicted
+# A path that shows no queueing carries more than it delivers: its model stays above delivery x
+# RATE_GROWTH, and x STARTUP_HEADROOM until it first queues or loses (TCP's slow start doubles
+# per round trip for the same reason: nothing has shown it the link's capacity yet)
+STARTUP_HEADROOM = 1.5
 RATE_DECLINE = 0.92  # per feedback in which it queued more
 QUEUE_ERROR_MARGIN_S = 0.002  # queueing predicted and measured agree within this
 # A path that shows no queueing of its own (measured below the margin) while the model made a
@@ -130,6 +134,7 @@ class BondPath(Generic[K]):
         "seq",
         "snap_rx_bytes",
         "snap_tx_bytes",
+        "starting",
         "suspect_at",
         "tx_bytes",
         "tx_packets",
@@ -177,6 +182,7 @@ class BondPath(Generic[K]):
         self.correction_s = 0.0  # all corrections of the virtual queue so far, in seconds
         # sending: what the peer's feedback taught us
         self.rate = INITIAL_RATE
+        self.starting = True  # start-up: never seen queueing or losing (``_correct``)
         self.delivery_rate = 0.0
         self.delivery_peak = 0.0  # highest delivery rate lately, fading
         self.wire_rate = (
@@ -320,6 +326,8 @@ class BondPath(Generic[K]):
         that one carries alone. Less queueing than predicted while the path loses datagrams
         means the bottleneck dropped what the model thought queued (its buffer is full): the
         queue is corrected, the rate is not raised."""
+        if measured_s > QUEUE_ERROR_MARGIN_S or self.window_loss >= LOSSY_WINDOW:
+            self.starting = False  # it queued or lost: near its capacity, no more doubling
         margin = QUEUE_ERROR_MARGIN_S + 2.0 * self.queue_jitter_s
         if error_s > margin:  # the path holds more than we think: it is slower than modelled,
             # though not slower than it recently delivered (a queue that is not the link's own,
@@ -333,6 +341,12 @@ class BondPath(Generic[K]):
                 grown = min(MAX_RATE, self.rate * RATE_GROWTH)
                 if measured_s > SATURATED_QUEUE_S:  # queueing: what it delivers is its capacity
                     grown = min(grown, max(self.rate, self.wire_rate))
+                elif measured_s < UNDERUSED_WAIT_S:  # not queueing: it can carry more than
+                    headroom = STARTUP_HEADROOM if self.starting else RATE_GROWTH  # it delivers
+                    target = min(MAX_RATE, headroom * self.wire_rate)
+                    if error_s >= -margin:  # only the model made it wait: up to the target
+                        grown = min(grown, max(self.rate, target))
+                    grown = max(grown, target)
                 self.rate = grown
             self._shift_queue(error_s)
 
