@@ -8,19 +8,38 @@ lab benchmarks and the end-to-end tests both stand on it.
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fluxify.cli import EVENT_LOOP_ENV
 from fluxify.errors import HostError
 from fluxify.lab.testbed import Testbed, build_testbed
 from fluxify.lab.topology import Topology
+from fluxify.linux.statefiles import STATE_DIR_ENV
+from fluxify.linux.tun_offload import TSO_ENV
+from fluxify.linux.udp_offload import NO_OFFLOAD_ENV
+
+# The programs' debugging switches: set for the lab or the bench, they reach every process it
+# starts (nothing else of the caller's environment does)
+DEBUG_SWITCHES = (NO_OFFLOAD_ENV, TSO_ENV, EVENT_LOOP_ENV)
+PROGRAM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def program_env(state: Path, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a program the lab starts: PATH, its own state directory and those of
+    ``DEBUG_SWITCHES`` set in ``environ``."""
+    env = {name: environ[name] for name in DEBUG_SWITCHES if name in environ}
+    env.update({"PATH": PROGRAM_PATH, STATE_DIR_ENV: str(state)})
+    return env
+
 
 BIN = Path(sys.executable).parent
 READY_TIMEOUT_S = 20.0
@@ -140,7 +159,7 @@ class Deployment:
     def _spawn(
         self, netns: str, argv: list[Any], state: Path, log_name: str
     ) -> subprocess.Popen[Any]:
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "FLUXIFY_STATE_DIR": str(state)}
+        env = program_env(state, os.environ)
         log = (self.workdir / log_name).open("a")
         return self.bed.spawn(
             netns, [str(a) for a in argv], env=env, stdout=log, stderr=subprocess.STDOUT
