@@ -28,7 +28,8 @@ MAX_RATE = 1_250_000_000.0  # 10 Gbit/s
 RATE_GROWTH = 1.08  # per feedback in which the path queued less than we predicted
 # A path that shows no queueing carries more than it delivers: its model stays above delivery x
 # RATE_GROWTH, and x STARTUP_HEADROOM until it first queues or loses (TCP's slow start doubles
-# per round trip for the same reason: nothing has shown it the link's capacity yet)
+# per round trip for the same reason: nothing has shown it the link's capacity yet; x 2 here
+# overshot a 50 Mbit/s link carrying 45 into loss, docs/bond-engine.md)
 STARTUP_HEADROOM = 1.5
 RATE_DECLINE = 0.92  # per feedback in which it queued more
 QUEUE_ERROR_MARGIN_S = 0.002  # queueing predicted and measured agree within this
@@ -323,11 +324,14 @@ class BondPath(Generic[K]):
         also when it shows no queueing at all while the model had made datagrams wait: without
         that the model of a fast link stays wherever the scheduler began spilling to the next
         path (within ``SWITCH_MARGIN_S`` of queue), and two unshaped links would share a load
-        that one carries alone. Less queueing than predicted while the path loses datagrams
-        means the bottleneck dropped what the model thought queued (its buffer is full): the
-        queue is corrected, the rate is not raised."""
+        that one carries alone. That rule stops at the path's delivery x RATE_GROWTH (x
+        STARTUP_HEADROOM in its start-up), which a path showing no queueing is raised to at
+        once: it carries more than it delivers, and nothing else says how much more. Less
+        queueing than predicted while the path loses datagrams means the bottleneck dropped
+        what the model thought queued (its buffer is full): the queue is corrected, the rate is
+        not raised."""
         if measured_s > QUEUE_ERROR_MARGIN_S or self.window_loss >= LOSSY_WINDOW:
-            self.starting = False  # it queued or lost: near its capacity, no more doubling
+            self.starting = False  # it queued or lost: near its capacity, start-up is over
         margin = QUEUE_ERROR_MARGIN_S + 2.0 * self.queue_jitter_s
         if error_s > margin:  # the path holds more than we think: it is slower than modelled,
             # though not slower than it recently delivered (a queue that is not the link's own,
