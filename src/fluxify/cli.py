@@ -6,18 +6,18 @@ that names it, and exit status 2. Nothing here knows how the runners work.
 """
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fluxify.client.config import DEFAULT_CONNECTIONS as CLIENT_DEFAULT_CONNECTIONS
 from fluxify.client.config import DEFAULT_CONTROL_PORT as CLIENT_DEFAULT_CONTROL_PORT
 from fluxify.client.config import ClientConfig, Mode
 from fluxify.errors import FluxifyError
+from fluxify.event_loop import run_event_loop
 from fluxify.flags import (
     RUNTIME_ERROR,
     FlagParser,
@@ -223,7 +223,7 @@ def _dispatch_server(config: ServerConfig) -> int:
         from fluxify.observe.statsfile import read_server_snapshot  # noqa: PLC0415
 
         _serve_metrics(config.metrics, "server", lambda: read_server_snapshot(_state_dir()))
-    _run_event_loop(run_server(config, _state_dir()))
+    run_event_loop(run_server(config, _state_dir()))
     return 0
 
 
@@ -476,12 +476,12 @@ def _dispatch_client(config: ClientConfig) -> int:
     if config.mode is Mode.LOAD_BALANCE:
         from fluxify.client.loadbalance import run_load_balance  # noqa: PLC0415
 
-        _run_event_loop(run_load_balance(config, _state_dir()))
+        run_event_loop(run_load_balance(config, _state_dir()))
         return 0
     from fluxify.client.bonding import run_bonding  # noqa: PLC0415
 
     pki_dir = config.pki_dir or default_pki_dir()
-    _run_event_loop(run_bonding(config, pki_dir, _state_dir()))
+    run_event_loop(run_bonding(config, pki_dir, _state_dir()))
     return 0
 
 
@@ -688,8 +688,6 @@ def _lab_up(parser: FlagParser, ns: argparse.Namespace) -> int:
 
 # -- shared -----------------------------------------------------------------------------------
 
-EVENT_LOOP_ENV = "FLUXIFY_EVENT_LOOP"  # "uvloop" to use uvloop (no measured gain so far)
-
 
 def _state_dir() -> Path:
     from fluxify.linux.statefiles import state_dir_from_env  # noqa: PLC0415 - keeps -h fast
@@ -844,14 +842,6 @@ def _setup_logging(level: str) -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
-
-
-def _run_event_loop(main: Coroutine[Any, Any, None]) -> None:
-    if os.environ.get(EVENT_LOOP_ENV) == "uvloop":
-        import uvloop  # noqa: PLC0415
-
-        uvloop.install()
-    asyncio.run(main)
 
 
 def _run(prog: str, body: Callable[[], int]) -> int:

@@ -16,6 +16,7 @@ from typing import NoReturn
 
 from fluxify.client.config import ClientConfig, Mode
 from fluxify.errors import FluxifyError
+from fluxify.event_loop import EVENT_LOOP_ENV
 
 ELEVATORS = ("pkexec", "sudo")  # the original's order: pkexec when present
 AUTOSTART_FLAG = "-tui-autostart"
@@ -31,7 +32,7 @@ PASSED_ENV = (
     "LC_CTYPE",
     "TERMINFO",
     "NO_COLOR",
-    "FLUXIFY_EVENT_LOOP",
+    EVENT_LOOP_ENV,
 )
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fluxify.cli import EVENT_LOOP_ENV
 from fluxify.errors import HostError
+from fluxify.event_loop import EVENT_LOOP_ENV
 from fluxify.lab.testbed import Testbed, build_testbed
 from fluxify.lab.topology import Topology
 from fluxify.linux.statefiles import STATE_DIR_ENV
