@@ -88,14 +88,18 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_per_gb(pids: Sequence[int], measure: Callable[[], Throughput]) -> tuple[float, ...]:
-    """CPU seconds per GB moved of each of ``pids`` over one ``measure()`` run."""
+def cpu_per_gb(
+    pids: Sequence[int], measure: Callable[[], Throughput]
+) -> tuple[tuple[float, ...], Throughput]:
+    """CPU seconds per GB moved of each of ``pids`` over one ``measure()`` run, and the run (a
+    cost per GB means little without the rate it was paid at)."""
     before = [cpu_seconds(pid) for pid in pids]
     moved = measure()
     after = [cpu_seconds(pid) for pid in pids]
     if moved.gigabytes <= 0:
         raise HostError("the CPU measurement moved no data")
-    return tuple(round((a - b) / moved.gigabytes, 2) for a, b in zip(after, before, strict=True))
+    per_gb = tuple(round((a - b) / moved.gigabytes, 2) for a, b in zip(after, before, strict=True))
+    return per_gb, moved
 
 
 @contextmanager

@@ -293,12 +293,13 @@ def _cpu_runs(
 ) -> None:
     for d in DIRECTIONS:
         for index in range(cfg.runs):
-            client_s, server_s = cpu_per_gb(pids, partial(measure, d))
+            (client_s, server_s), moved = cpu_per_gb(pids, partial(measure, d))
             result.add(f"{name}_client_{d}", f"{name} client CPU per GB, {d}", "s/GB", client_s)
             result.add(f"{name}_server_{d}", f"{name} server CPU per GB, {d}", "s/GB", server_s)
+            result.add(f"{name}_rate_{d}", f"{name} moved, {d}", "Mbit/s", moved.mbit_s)
             print(
                 f"    {name} CPU per GB, {d}: run {index + 1}/{cfg.runs}: "
-                f"client {client_s:.2f} s, server {server_s:.2f} s",
+                f"client {client_s:.2f} s, server {server_s:.2f} s at {moved.mbit_s:.1f} Mbit/s",
                 flush=True,
             )
 
