@@ -11,6 +11,7 @@ def test_the_debugging_switches_reach_the_programs_and_nothing_else_does() -> No
     caller = {
         "FLUXIFY_NO_OFFLOAD": "1",
         "FLUXIFY_TUN_TSO": "0",
+        "FLUXIFY_NO_MODERATION": "1",
         "FLUXIFY_STATE_DIR": "/root/.fluxify",  # the caller's own: never the programs'
         "HOME": "/root",
         "PYTHONPATH": "/elsewhere",
@@ -19,6 +20,7 @@ def test_the_debugging_switches_reach_the_programs_and_nothing_else_does() -> No
     assert env == {
         "FLUXIFY_NO_OFFLOAD": "1",
         "FLUXIFY_TUN_TSO": "0",
+        "FLUXIFY_NO_MODERATION": "1",
         "PATH": PROGRAM_PATH,
         "FLUXIFY_STATE_DIR": "/tmp/lab/alice",
     }

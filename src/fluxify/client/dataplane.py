@@ -1,8 +1,9 @@
 """The client's data plane: TUN ⇄ the bond engine ⇄ one UDP socket per uplink, on one loop.
 
 It moves bytes and makes no decisions: TUN reads go to ``engine.send`` in batches and the
-per-path runs it returns go out of each uplink's socket; each socket is drained into
-``engine.receive`` and what comes back is written to the TUN; one timer runs the engine's
+per-path runs it returns go out of each uplink's socket; the sockets are drained into
+``engine.receive`` (on a short timer while datagrams stream in small batches:
+``read_moderation``) and what comes back is written to the TUN; one timer runs the engine's
 deadlines (heartbeats, feedback, reorder holds, liveness). Scheduling, reordering, liveness and
 rates live in ``protocol.bond``.
 """
@@ -12,9 +13,11 @@ import logging
 import socket
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 from fluxify.linux import rx_timestamps, tun_offload, udp_offload
 from fluxify.linux.engine_timer import EngineTimers
+from fluxify.linux.read_moderation import ModeratedReaders
 from fluxify.linux.tun_offload import TunReader
 from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondEngine, BondSnapshot
@@ -82,6 +85,10 @@ class ClientDataPlane:
         size = udp_offload.GRO_BUFFER_BYTES if self.gro else RECEIVE_BUFFER_BYTES
         self._rx_buffer = bytearray(size)
         self._rx_view = memoryview(self._rx_buffer)
+        # every read drains all uplinks (in arrival order), so one reader serves their sockets
+        self.socket_reader = ModeratedReaders(
+            [u.sock.fileno() for u in self.uplinks], partial(self.on_datagrams, 0)
+        )
         log.info(
             "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s, TUN USO %s, "
             "partial TCP checksums %s",
@@ -111,14 +118,12 @@ class ClientDataPlane:
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         loop.add_reader(self.tun_fd, self.on_tun_packets)
-        for index, uplink in enumerate(self.uplinks):
-            loop.add_reader(uplink.sock.fileno(), self.on_datagrams, index)
+        self.socket_reader.attach(loop)
         self._timers.attach(loop)
 
     def detach(self, loop: asyncio.AbstractEventLoop) -> None:
         loop.remove_reader(self.tun_fd)
-        for uplink in self.uplinks:
-            loop.remove_reader(uplink.sock.fileno())
+        self.socket_reader.detach()
         self._timers.detach()
         self._loop = None
 

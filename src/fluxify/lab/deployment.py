@@ -23,13 +23,14 @@ from fluxify.errors import HostError
 from fluxify.event_loop import EVENT_LOOP_ENV
 from fluxify.lab.testbed import Testbed, build_testbed
 from fluxify.lab.topology import Topology
+from fluxify.linux.read_moderation import NO_MODERATION_ENV
 from fluxify.linux.statefiles import STATE_DIR_ENV
 from fluxify.linux.tun_offload import TSO_ENV
 from fluxify.linux.udp_offload import NO_OFFLOAD_ENV
 
 # The programs' debugging switches: set for the lab or the bench, they reach every process it
 # starts (nothing else of the caller's environment does)
-DEBUG_SWITCHES = (NO_OFFLOAD_ENV, TSO_ENV, EVENT_LOOP_ENV)
+DEBUG_SWITCHES = (NO_OFFLOAD_ENV, TSO_ENV, EVENT_LOOP_ENV, NO_MODERATION_ENV)
 PROGRAM_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 
 

@@ -7,7 +7,8 @@ packet's destination address finds the session; the engine returns per-path runs
 sent with the ancillary data that makes them leave from the address the client used. One timer
 serves every engine's deadlines. Each reader drains its fd until it would block (at most
 ``DRAIN_BUDGET`` per wake-up, for fairness); a full read shared by several sessions gives each
-at most an equal share (``_share``). Nothing here logs per packet.
+at most an equal share (``_share``). While datagrams stream in small batches the socket is read
+on a short timer instead of at each one (``read_moderation``). Nothing here logs per packet.
 """
 
 import asyncio
@@ -20,6 +21,7 @@ from ipaddress import IPv4Address, IPv6Address
 
 from fluxify.linux import rx_timestamps, tun_offload, udp_offload
 from fluxify.linux.engine_timer import EngineTimers
+from fluxify.linux.read_moderation import ModeratedReaders
 from fluxify.linux.tun_offload import TunReader
 from fluxify.linux.udp_offload import UdpSender
 from fluxify.protocol.bond import BondConfig, BondEngine, BondSnapshot, Role
@@ -134,6 +136,7 @@ class ServerDataPlane:
             udp_offload.GRO_BUFFER_BYTES if self.gro else RECEIVE_BUFFER_BYTES
         )
         self._rx_view = memoryview(self._rx_buffer)
+        self.socket_reader = ModeratedReaders([sock.fileno()], self.on_datagrams)
         log.info(
             "data plane offloads: UDP GSO %s, UDP GRO %s, TUN TSO %s, TUN USO %s",
             "on" if self.sender.gso else "off",
@@ -203,12 +206,12 @@ class ServerDataPlane:
     # -- event loop --------------------------------------------------------------------------
 
     def attach(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.sock.fileno(), self.on_datagrams)
+        self.socket_reader.attach(loop)
         loop.add_reader(self.tun_fd, self.on_tun_packets)
         self._timers.attach(loop)
 
     def detach(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.remove_reader(self.sock.fileno())
+        self.socket_reader.detach()
         loop.remove_reader(self.tun_fd)
         self._timers.detach()
 
