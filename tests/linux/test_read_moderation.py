@@ -116,6 +116,15 @@ class Drain:
         return read
 
 
+def scripted(receiver: socket.socket, holds: list[float | None]) -> tuple[Drain, ModeratedReaders]:
+    """A drain of ``receiver`` behind readers whose moderation answers ``holds``."""
+    drain = Drain(receiver)
+    readers = ModeratedReaders([receiver.fileno()], drain)
+    readers.enabled = True  # whatever the environment of the test run says
+    readers.moderation = Scripted(holds)
+    return drain, readers
+
+
 async def until(condition: Callable[[], bool], what: str) -> None:
     for _ in range(500):  # bounded: 5 s at most
         if condition():
@@ -128,10 +137,7 @@ async def test_while_held_the_socket_is_read_by_the_timer_then_watched_again(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     receiver, sender = pair
-    drain = Drain(receiver)
-    readers = ModeratedReaders([receiver.fileno()], drain)
-    readers.enabled = True
-    readers.moderation = Scripted([1.0])  # hold after the first read (long: a loaded box)
+    drain, readers = scripted(receiver, [1.0])  # hold after the first read (long: a loaded box)
     loop = asyncio.get_running_loop()
     readers.attach(loop)
     try:
@@ -153,10 +159,7 @@ async def test_detach_while_held_leaves_nothing_behind(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     receiver, sender = pair
-    drain = Drain(receiver)
-    readers = ModeratedReaders([receiver.fileno()], drain)
-    readers.enabled = True
-    readers.moderation = Scripted([0.3])
+    drain, readers = scripted(receiver, [0.3])
     loop = asyncio.get_running_loop()
     readers.attach(loop)
     sender.send(b"one")
